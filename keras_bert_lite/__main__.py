@@ -1,0 +1,3 @@
+from keras_bert_lite.cli import main
+
+raise SystemExit(main())

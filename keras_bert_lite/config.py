@@ -1,0 +1,203 @@
+"""Configuration: what a model IS (`BertConfig`), how its data is made
+(`DataConfig`) and how it is trained (`TrainConfig`).
+
+Field names equal the constructor arguments they feed, so a config round-trips through
+JSON and `BertBackbone(**config.to_dict())` without renaming shims.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from keras_bert_lite.errors import KblError
+
+CONFIG_VERSION = 1  # bumped when the run-directory layout changes incompatibly
+
+
+@dataclasses.dataclass
+class BertConfig:
+    """Architecture only: nothing here changes how a model is trained."""
+
+    vocabulary_size: int = 30522  # rows of the token embedding (and MLM output) matrix
+    num_layers: int = 4  # Transformer encoder blocks
+    num_heads: int = 4  # attention heads per block; hidden_dim % num_heads == 0
+    hidden_dim: int = 256  # width of every token's representation
+    intermediate_dim: int = 1024  # width of the feed-forward inner layer
+    dropout: float = 0.1  # on embeddings, attention output and feed-forward output
+    max_sequence_length: int = 512  # rows of the learned position embedding
+    num_segments: int = 2  # segment (token type) ids 0 .. num_segments-1
+    layer_norm_epsilon: float = 1e-12
+    initializer_range: float = 0.02  # stddev of the truncated-normal initialiser
+
+    def __post_init__(self):
+        for name in (
+            "vocabulary_size",
+            "num_layers",
+            "num_heads",
+            "hidden_dim",
+            "intermediate_dim",
+            "max_sequence_length",
+            "num_segments",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise KblError(
+                    f"model config: '{name}' must be a positive integer, got {value!r}"
+                )
+        if self.hidden_dim % self.num_heads:
+            raise KblError(
+                f"model config: hidden_dim {self.hidden_dim} is not divisible "
+                f"by num_heads {self.num_heads}"
+            )
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise KblError(
+                f"model config: dropout must be in [0, 1), got {self.dropout}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(
+        cls, values: dict[str, Any], where: str = "model config"
+    ) -> BertConfig:
+        return _from_dict(cls, values, where)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> BertConfig:
+        if name not in PRESETS:
+            raise KblError(
+                f"unknown model preset '{name}': choose one of "
+                f"{', '.join(PRESETS)} or pass a config.json"
+            )
+        return cls(**{**PRESETS[name], **overrides})
+
+
+# layers / hidden / heads / intermediate, as in the BERT "compact models" table.
+PRESETS: dict[str, dict[str, int]] = {
+    "tiny": dict(num_layers=2, hidden_dim=128, num_heads=2, intermediate_dim=512),
+    "mini": dict(num_layers=4, hidden_dim=256, num_heads=4, intermediate_dim=1024),
+    "small": dict(num_layers=4, hidden_dim=512, num_heads=8, intermediate_dim=2048),
+    "medium": dict(num_layers=8, hidden_dim=512, num_heads=8, intermediate_dim=2048),
+    "base": dict(num_layers=12, hidden_dim=768, num_heads=12, intermediate_dim=3072),
+}
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """How raw text becomes pretraining batches."""
+
+    seq_len: int = 128  # tokens per example, [CLS] and [SEP]s included
+    max_predictions: int | None = (
+        None  # masked slots per example; None: round(0.15*seq_len)
+    )
+    mask_rate: float = 0.15  # share of real (non-special) tokens chosen for prediction
+    mask_token_rate: float = 0.8  # of the chosen: replaced by [MASK]
+    random_token_rate: float = 0.1  # of the chosen: replaced by a random token
+    short_seq_prob: float = 0.1  # chance of a shorter target length (as in BERT)
+    nsp: bool = True  # next-sentence pairs; False packs contiguous text as one segment
+    whole_word_mask: bool = False  # choose whole words (all their ## pieces together)
+    lowercase: bool = True  # uncased tokenizer with accent stripping
+    held_out: float = 0.05  # share of documents kept for evaluation
+    document_pool: int = 256  # documents held to draw NotNext segments from (x2 recent)
+
+    def __post_init__(self):
+        if not isinstance(self.seq_len, int) or self.seq_len < 8:
+            raise KblError(
+                f"data config: seq_len must be an integer >= 8, got {self.seq_len!r}"
+            )
+        if self.max_predictions is None:
+            self.max_predictions = max(1, round(self.mask_rate * self.seq_len))
+        if self.max_predictions < 1:
+            raise KblError("data config: max_predictions must be >= 1")
+        if not 0.0 < self.mask_rate < 1.0:
+            raise KblError(
+                f"data config: mask_rate must be in (0, 1), got {self.mask_rate}"
+            )
+        if self.mask_token_rate + self.random_token_rate > 1.0:
+            raise KblError(
+                "data config: mask_token_rate + random_token_rate must be <= 1"
+            )
+        if not 0.0 <= self.held_out < 1.0:
+            raise KblError(
+                f"data config: held_out must be in [0, 1), got {self.held_out}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(
+        cls, values: dict[str, Any], where: str = "data config"
+    ) -> DataConfig:
+        return _from_dict(cls, values, where)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """How a model is optimised. Runtime switches live here, not in BertConfig."""
+
+    batch_size: int = 32  # global batch size (all replicas together)
+    steps: int | None = None  # total optimizer steps; or give epochs
+    epochs: int | None = None  # passes over the training documents
+    eval_every: int | None = None  # steps between held-out evaluations and checkpoints
+    learning_rate: float = 1e-3  # peak learning rate, after warm-up
+    warmup: float = 0.1  # share of the steps spent warming up linearly from 0
+    weight_decay: float = 0.01  # AdamW decoupled decay; LayerNorm and biases are exempt
+    clipnorm: float = 1.0  # global gradient-norm clipping
+    precision: str = "auto"  # auto | float32 | mixed_bfloat16 | mixed_float16
+    strategy: str = "auto"  # auto | default | mirrored
+    jit_compile: bool | str = "auto"  # XLA for the train step; "auto": by measurement
+    seed: int = 0  # seeds data order, NSP pairs, masks and weight initialisation
+
+    def __post_init__(self):
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise KblError(
+                f"train config: batch_size must be a positive integer, got "
+                f"{self.batch_size!r}"
+            )
+        for name in ("steps", "epochs", "eval_every"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise KblError(
+                    f"train config: {name} must be a positive integer, got {value!r}"
+                )
+        if self.precision not in ("auto", "float32", "mixed_bfloat16", "mixed_float16"):
+            raise KblError(f"train config: unknown precision '{self.precision}'")
+        if self.strategy not in ("auto", "default", "mirrored"):
+            raise KblError(f"train config: unknown strategy '{self.strategy}'")
+        if self.jit_compile not in ("auto", True, False):
+            raise KblError(
+                f"train config: jit_compile must be auto, true or false, got "
+                f"{self.jit_compile!r}"
+            )
+        if not 0.0 <= self.warmup < 1.0:
+            raise KblError(
+                f"train config: warmup must be a share in [0, 1), got {self.warmup}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(
+        cls, values: dict[str, Any], where: str = "train config"
+    ) -> TrainConfig:
+        return _from_dict(cls, values, where)
+
+
+def _from_dict(cls, values: dict[str, Any], where: str):
+    if not isinstance(values, dict):
+        raise KblError(f"{where}: expected a JSON object, got {type(values).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise KblError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; known keys are "
+            f"{', '.join(sorted(known))}"
+        )
+    try:
+        return cls(**values)
+    except TypeError as e:  # pragma: no cover - dataclass guards above catch most
+        raise KblError(f"{where}: {e}") from None

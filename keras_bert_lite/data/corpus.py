@@ -1,0 +1,248 @@
+"""Streaming corpus readers: files -> documents (lists of sentences).
+
+Formats (chosen per file; `format="auto"` decides by extension and a look at the text):
+- "bert": one sentence per line, a blank line between documents (the original BERT
+  format).
+- "jsonl": one JSON object per line whose "text" field is a document.
+- "text": plain text; blank lines separate documents and the reader splits sentences,
+  English (. ! ? before a capital) and Chinese (。！？) alike.
+
+Nothing holds the whole corpus: documents are yielded as they are read. `.gz` files are
+read transparently; paths may be files, directories (all files below, sorted) or globs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import gzip
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable, Iterator
+
+from keras_bert_lite.errors import KblError
+
+log = logging.getLogger("keras_bert_lite")
+
+FORMATS = ("auto", "bert", "jsonl", "text")
+
+
+@dataclasses.dataclass
+class CorpusStats:
+    """Counts kept while reading, for the progress report and for warnings."""
+
+    files: int = 0
+    documents: int = 0
+    sentences: int = 0
+    empty_documents: int = 0
+    replaced_bytes_lines: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+def expand_paths(paths: Iterable[str]) -> list[str]:
+    """Files named by `paths` (files, directories, globs), in a stable order."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files: list[str] = []
+    for path in map(str, paths):
+        if os.path.isdir(path):
+            found = sorted(
+                os.path.join(root, name)
+                for root, _, names in os.walk(path)
+                for name in names
+                if not name.startswith(".")
+            )
+            if not found:
+                raise KblError(f"{path}: directory holds no files")
+            files.extend(found)
+        elif os.path.isfile(path):
+            files.append(path)
+        elif glob.has_magic(path):
+            found = sorted(
+                p for p in glob.glob(path, recursive=True) if os.path.isfile(p)
+            )
+            if not found:
+                raise KblError(f"{path}: pattern matches no files")
+            files.extend(found)
+        else:
+            raise KblError(f"{path}: no such file or directory")
+    if not files:
+        raise KblError("no corpus files given")
+    return files
+
+
+def _open_lines(path: str, stats: CorpusStats) -> Iterator[tuple[int, str]]:
+    """(line number, text) pairs; undecodable bytes are replaced and counted."""
+    opener = gzip.open if path.endswith(".gz") else open
+    bad = 0
+    try:
+        with opener(path, "rb") as f:
+            for number, raw in enumerate(f, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    line = raw.decode("utf-8", errors="replace")
+                    bad += 1
+                yield number, line.replace("\x00", " ").rstrip("\r\n")
+    except (OSError, EOFError) as e:
+        raise KblError(f"{path}: cannot read ({e})") from None
+    finally:
+        if bad:
+            stats.replaced_bytes_lines[path] = bad
+            log.warning(
+                "%s: %d line(s) were not valid UTF-8; bad bytes replaced by U+FFFD",
+                path,
+                bad,
+            )
+
+
+def detect_format(path: str) -> str:
+    """Guesses the format of one file from its name and its first lines."""
+    name = path[:-3] if path.endswith(".gz") else path
+    if name.endswith((".jsonl", ".json")):
+        return "jsonl"
+    lines = []
+    for _, line in _open_lines(path, CorpusStats()):
+        if line.strip():
+            lines.append(line)
+        if len(lines) >= 200:
+            break
+    if not lines:
+        return "bert"
+    # Paragraph-per-line text has lines holding several sentences; the BERT format
+    # holds one sentence per line.
+    multi = sum(len(split_sentences(line)) > 1 for line in lines)
+    return "text" if multi > 0.2 * len(lines) else "bert"
+
+
+_ABBREVIATIONS = frozenset(
+    "a.m adm apr aug capt col dec dr e.g etc feb fig gen gov hon i.e jan jr jul jun lt "
+    "maj mar messrs mr mrs ms no nov oct p.m prof rep rev sen sep sept sr st u.s u.s.a "
+    "vs".split()
+)
+# A sentence ends at . ! ? (plus closing quotes or brackets) before whitespace and a
+# capital letter or digit (optionally behind an opening quote), or at Chinese 。！？.
+_LATIN_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s+[\"'“‘(\[]?[A-Z0-9])")
+_CJK_END = re.compile(r"[。！？!?]+[”’」』）)]*")
+
+
+def split_sentences(paragraph: str) -> list[str]:
+    """Splits one paragraph into sentences (English and Chinese punctuation)."""
+    ends = []
+    for match in _LATIN_END.finditer(paragraph):
+        if paragraph[match.start()] == ".":
+            word = paragraph[: match.start()].rsplit(None, 1)[-1:] or [""]
+            word = word[0].lstrip("\"'“‘([").lower()
+            # "Mr. Smith", "J. Doe": a period after an abbreviation or an initial
+            # ends no sentence.
+            if word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha()):
+                continue
+        ends.append(match.end())
+    for match in _CJK_END.finditer(paragraph):
+        if any(
+            "\u2e80" <= c <= "\u9fff"
+            for c in paragraph[max(0, match.start() - 1) : match.start()]
+        ):
+            ends.append(match.end())
+    sentences, start = [], 0
+    for end in sorted(set(ends)):
+        piece = paragraph[start:end].strip()
+        if piece:
+            sentences.append(piece)
+        start = end
+    tail = paragraph[start:].strip()
+    if tail:
+        sentences.append(tail)
+    return sentences
+
+
+def _documents_bert(path: str, stats: CorpusStats) -> Iterator[list[str]]:
+    doc: list[str] = []
+    for _, line in _open_lines(path, stats):
+        line = line.strip()
+        if line:
+            doc.append(line)
+        elif doc:
+            yield doc
+            doc = []
+    if doc:
+        yield doc
+
+
+def _documents_text(path: str, stats: CorpusStats) -> Iterator[list[str]]:
+    paragraph: list[str] = []
+    for _, line in _open_lines(path, stats):
+        if line.strip():
+            paragraph.append(line.strip())
+        elif paragraph:
+            yield split_sentences(" ".join(paragraph))
+            paragraph = []
+    if paragraph:
+        yield split_sentences(" ".join(paragraph))
+
+
+def _documents_jsonl(path: str, stats: CorpusStats) -> Iterator[list[str]]:
+    for number, line in _open_lines(path, stats):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise KblError(
+                f"{path}:{number}: not valid JSON ({e.msg}); each line must be "
+                'an object like {"text": "..."}'
+            ) from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise KblError(
+                f"{path}:{number}: expected an object with a string 'text' field"
+            )
+        sentences = []
+        for paragraph in record["text"].splitlines():
+            sentences.extend(split_sentences(paragraph))
+        yield sentences
+
+
+_READERS = {"bert": _documents_bert, "text": _documents_text, "jsonl": _documents_jsonl}
+
+
+def read_documents(
+    paths: Iterable[str] | str,
+    format: str = "auto",
+    stats: CorpusStats | None = None,
+) -> Iterator[list[str]]:
+    """Yields documents, each a list of sentence strings, streaming file by file.
+
+    Empty documents are skipped and counted in `stats.empty_documents`.
+
+    Args:
+        paths: files, directories or glob patterns; `.gz` is decompressed on the fly.
+        format: "auto", "bert", "jsonl" or "text" (see the module docstring).
+        stats: counts to update while reading (optional).
+    """
+    if format not in FORMATS:
+        raise KblError(
+            f"unknown corpus format '{format}': choose one of {', '.join(FORMATS)}"
+        )
+    stats = stats if stats is not None else CorpusStats()
+    for path in expand_paths(paths):
+        stats.files += 1
+        reader = _READERS[detect_format(path) if format == "auto" else format]
+        for doc in reader(path, stats):
+            doc = [s for s in doc if s.strip()]
+            if not doc:
+                stats.empty_documents += 1
+                continue
+            stats.documents += 1
+            stats.sentences += len(doc)
+            yield doc
+
+
+def require_text(paths: Iterable[str] | str, format: str = "auto") -> None:
+    """Raises KblError unless the corpus yields at least one non-empty document."""
+    files = expand_paths(paths)
+    if next(read_documents(files, format), None) is None:
+        raise KblError(
+            f"{', '.join(files)}: the corpus holds no text (empty or blank "
+            "lines only); point --corpus at files with sentences in them"
+        )

@@ -1,0 +1,437 @@
+"""Raw documents -> next-sentence pairs -> packed segments -> dynamic masks -> batches.
+
+Shape legend: B = batch, T = seq_len, P = max_predictions.
+
+The stages:
+1. `read_documents` streams documents (lists of sentences) from the corpus files.
+2. tf.data tokenizes each document's sentences in graph (FastBertTokenizer).
+3. `InstanceBuilder` (Python, seeded `random.Random`) cuts documents into segment pairs
+   the way google-research/bert's create_pretraining_data.py does, drawing NotNext
+   segments from a pool of other documents so the corpus is never held in memory.
+4. tf.data packs `[CLS] A [SEP] B [SEP]` and masks with tensorflow-text's
+   `mask_language_model` on every pass, so each epoch sees new masks (dynamic masking).
+
+Repeatability: the Python RNG is seeded from (seed, pass); the masking ops draw from
+TensorFlow's op-level RNG, which `pretraining_dataset` seeds from `seed` when it traces
+the masking function. A dataset iterated twice from the start gives the same stream; one
+continuing iterator (training: `repeat=True`) keeps drawing new masks and new pairs.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_text as text
+
+from keras_bert_lite.config import DataConfig
+from keras_bert_lite.data.corpus import CorpusStats, read_documents
+from keras_bert_lite.errors import KblError
+from keras_bert_lite.text.tokenizer import BertTokenizer
+
+IS_NEXT, NOT_NEXT = 0, 1
+
+
+def is_held_out(index: int, share: float, seed: int) -> bool:
+    """Whether document `index` is in the held-out evaluation share (stable hash)."""
+    if share <= 0:
+        return False
+    return zlib.crc32(f"{seed}:{index}".encode()) % 10_000 < share * 10_000
+
+
+def _truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: random.Random):
+    """Trims the longer segment one token at a time, from the front or the back at
+    random (as BERT does, to avoid always cutting sentence ends)."""
+    while len(a) + len(b) > max_tokens:
+        longer = a if len(a) > len(b) else b
+        if rng.random() < 0.5:
+            del longer[0]
+        else:
+            longer.pop()
+
+
+class InstanceBuilder:
+    """Cuts tokenized documents into pretraining instances.
+
+    With `nsp=True` each instance is (A, B, label): A is one or more whole sentences,
+    B the true continuation (IsNext) or, half of the time, a run of sentences from a
+    different document (NotNext, and the sentences of this document that B did not use
+    are put back). With `nsp=False`, each document's tokens are cut into contiguous
+    segments of full length (label IS_NEXT, B empty).
+
+    Args:
+        seq_len: tokens per packed example, special tokens included.
+        rng: the random generator; all choices draw from it.
+        short_seq_prob: chance that an instance targets a random shorter length.
+        nsp: build next-sentence pairs (True) or single segments (False).
+        document_pool: documents held back to draw NotNext segments from.
+    """
+
+    def __init__(
+        self,
+        seq_len: int,
+        rng: random.Random,
+        short_seq_prob: float = 0.1,
+        nsp: bool = True,
+        document_pool: int = 256,
+    ):
+        self.max_tokens = seq_len - (3 if nsp else 2)
+        self.rng = rng
+        self.short_seq_prob = short_seq_prob
+        self.nsp = nsp
+        self.pool_size = max(2, document_pool)
+
+    def __call__(self, documents: Iterable[list[list[int]]]) -> Iterator[tuple]:
+        if not self.nsp:
+            for doc in documents:
+                yield from self._contiguous(doc)
+            return
+        # We don't walk documents in corpus order: a pool of documents is filled and
+        # drained at random, and the pool plus recently finished documents are where
+        # NotNext segments come from. Memory stays bounded by the pool.
+        pool: list[list[list[int]]] = []
+        recent: deque = deque(maxlen=self.pool_size)
+        for doc in documents:
+            pool.append(doc)
+            if len(pool) >= self.pool_size:
+                doc = pool.pop(self.rng.randrange(len(pool)))
+                yield from self._pairs(doc, pool, recent)
+                recent.append(doc)
+        while pool:
+            doc = pool.pop(self.rng.randrange(len(pool)))
+            yield from self._pairs(doc, pool, recent)
+            recent.append(doc)
+
+    def _contiguous(self, doc):
+        tokens = [t for sentence in doc for t in sentence]
+        for start in range(0, len(tokens), self.max_tokens):
+            yield tokens[start : start + self.max_tokens], [], IS_NEXT
+
+    def _random_document(self, pool, recent):
+        others = len(pool) + len(recent)
+        if others == 0:
+            return None
+        k = self.rng.randrange(others)
+        return pool[k] if k < len(pool) else recent[k - len(pool)]
+
+    def _pairs(self, doc, pool, recent):
+        rng = self.rng
+
+        def new_target():
+            # Mostly full length; sometimes shorter, so the model also sees the short
+            # sequences it will meet when fine-tuned.
+            if rng.random() < self.short_seq_prob:
+                return rng.randint(2, self.max_tokens)
+            return self.max_tokens
+
+        target = new_target()
+        chunk: list[list[int]] = []
+        length = 0
+        i = 0
+        while i < len(doc):
+            chunk.append(doc[i])
+            length += len(doc[i])
+            if i == len(doc) - 1 or length >= target:
+                is_next = rng.random() >= 0.5
+                other = None if is_next else self._random_document(pool, recent)
+                if other is None:
+                    is_next = True
+                if is_next and len(chunk) == 1:
+                    if i + 1 < len(doc):  # B needs a true continuation: take one more
+                        i += 1
+                        chunk.append(doc[i])
+                    elif pool or recent:
+                        # A lone last sentence has no continuation. BERT's code makes
+                        # it NotNext, which tilts the labels off 50/50 (by about two
+                        # points on real corpora); we leave the sentence out instead.
+                        chunk, length = [], 0
+                        target = new_target()
+                        i += 1
+                        continue
+                a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
+                a = [t for s in chunk[:a_end] for t in s]
+                if is_next:
+                    b = [t for s in chunk[a_end:] for t in s]
+                else:
+                    b_target = max(1, target - len(a))
+                    b = []
+                    for sentence in other[rng.randrange(len(other)) :]:
+                        b.extend(sentence)
+                        if len(b) >= b_target:
+                            break
+                    # The sentences of this chunk that B did not use go back.
+                    i -= len(chunk) - a_end
+                _truncate_pair(a, b, self.max_tokens, rng)
+                if a and b:
+                    yield a, b, (IS_NEXT if is_next else NOT_NEXT)
+                elif a and other is None and not pool and not recent:
+                    yield a, [], IS_NEXT  # a one-document corpus: no pair to make
+                chunk, length = [], 0
+                target = new_target()
+            i += 1
+
+
+def _tokenized_documents(
+    files, tokenizer, fmt, stats, select, batch_sentences: int = 1024
+) -> Callable[[], Iterator]:
+    """A generator factory: tokenized documents (lists of int lists) passing `select`.
+
+    Sentences of several documents are tokenized together in one eager call (in-graph
+    FastBertTokenizer). The generator never iterates another tf.data pipeline: nesting
+    one inside `from_generator` deadlocks when the outer iterator is finalised.
+    """
+
+    def tokenize(docs):
+        sentences = [s for doc in docs for s in doc]
+        ids = tokenizer(tf.constant(sentences))
+        flat, splits = ids.flat_values.numpy().tolist(), ids.row_splits.numpy().tolist()
+        k = 0
+        for doc in docs:
+            out = []
+            for _ in doc:
+                if splits[k + 1] > splits[k]:
+                    out.append(flat[splits[k] : splits[k + 1]])
+                k += 1
+            if out:
+                yield out
+
+    def tokenized():
+        pending, size = [], 0
+        for index, doc in enumerate(read_documents(files, format=fmt, stats=stats)):
+            if not select(index):
+                continue
+            pending.append(doc)
+            size += len(doc)
+            if size >= batch_sentences:
+                yield from tokenize(pending)
+                pending, size = [], 0
+        if pending:
+            yield from tokenize(pending)
+
+    return tokenized
+
+
+def _masker(tokenizer: BertTokenizer, config: DataConfig):
+    """The batched tf.data function: pack, mask and pad one batch of instances."""
+    seq_len, max_predictions = config.seq_len, config.max_predictions
+    specials = [tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id, tokenizer.mask_id]
+
+    def selector(batch_seed):
+        # RandomItemSelector shuffles each row inside a parallel map_fn, where a shared
+        # stateful shuffle would hand out random numbers in a nondeterministic order. A
+        # stateless shuffle keyed by (batch seed, the row's positions) is repeatable.
+        def shuffle(positions):
+            key = tf.cast(tf.reduce_sum(positions), tf.int32)
+            return tf.random.experimental.stateless_shuffle(
+                positions, seed=tf.stack([batch_seed[0], batch_seed[1] + key])
+            )
+
+        return text.RandomItemSelector(
+            max_selections_per_batch=max_predictions,
+            selection_rate=config.mask_rate,
+            unselectable_ids=specials,
+            shuffle_fn=shuffle,
+        )
+
+    chooser = text.MaskValuesChooser(
+        tokenizer.vocabulary_size,
+        tokenizer.mask_id,
+        mask_token_rate=config.mask_token_rate,
+        random_token_rate=config.random_token_rate,
+    )
+    continuation = tokenizer.continuation_table()
+    special_table = tf.constant(
+        [i in specials for i in range(tokenizer.vocabulary_size)], tf.bool
+    )
+
+    def words(ids: tf.RaggedTensor) -> tf.RaggedTensor:
+        # [B, (T)] -> [B, (words), (pieces)]: a piece starts a new word unless it is a
+        # "##" continuation right after an ordinary piece of the same row.
+        flat, rows = ids.flat_values, ids.value_rowids()
+        special = tf.gather(special_table, flat)
+        row_start = tf.concat([[True], rows[1:] != rows[:-1]], 0)
+        previous_special = tf.concat([[True], special[:-1]], 0)
+        starts = ~tf.gather(continuation, flat) | special | previous_special | row_start
+        word_ids = tf.cumsum(tf.cast(starts, tf.int64)) - 1
+        pieces = tf.RaggedTensor.from_value_rowids(flat, word_ids)
+        words_per_row = tf.math.segment_sum(tf.cast(starts, tf.int64), rows)
+        return tf.RaggedTensor.from_row_lengths(pieces, words_per_row)
+
+    def pack_and_mask(a, b, nsp_label):
+        segments = [a, b] if config.nsp else [a]
+        ids, segment_ids = text.combine_segments(
+            segments,
+            start_of_sequence_id=tokenizer.cls_id,
+            end_of_segment_id=tokenizer.sep_id,
+        )
+        ids = tf.cast(ids, tf.int32)
+        # Drawn from the (sequential, seeded) stream: one seed per batch.
+        batch_selector = selector(
+            tf.random.uniform([2], maxval=tf.int32.max, dtype=tf.int32)
+        )
+        if config.whole_word_mask:
+            masked, positions, mask_ids = text.mask_language_model(
+                words(ids), batch_selector, chooser, axis=1
+            )
+            # A word may push the choice past P slots; pieces without a slot are put
+            # back as they were, so nothing is corrupted that the loss cannot see.
+            dense_masked, _ = text.pad_model_inputs(masked, seq_len)
+            dense_ids, _ = text.pad_model_inputs(ids, seq_len)
+            kept = positions[:, :max_predictions]
+            rows = tf.cast(kept.value_rowids(), tf.int64)
+            predicted = (
+                tf.scatter_nd(
+                    tf.stack([rows, tf.cast(kept.flat_values, tf.int64)], 1),
+                    tf.ones_like(rows, tf.int32),
+                    tf.shape(dense_ids, out_type=tf.int64),
+                )
+                > 0
+            )
+            token_ids = tf.where(predicted, dense_masked, dense_ids)
+            padding_mask = tf.cast(dense_ids != tokenizer.pad_id, tf.int32)
+            positions, mask_ids = kept, mask_ids[:, :max_predictions]
+        else:
+            masked, positions, mask_ids = text.mask_language_model(
+                ids, batch_selector, chooser
+            )
+            token_ids, padding_mask = text.pad_model_inputs(masked, seq_len)
+        segment_ids, _ = text.pad_model_inputs(tf.cast(segment_ids, tf.int32), seq_len)
+        mask_positions, mask_weights = text.pad_model_inputs(
+            tf.cast(positions, tf.int32), max_predictions
+        )
+        mask_ids, _ = text.pad_model_inputs(
+            tf.cast(mask_ids, tf.int32), max_predictions
+        )
+        inputs = {
+            "token_ids": token_ids,  # (B, T)
+            "segment_ids": segment_ids,  # (B, T)
+            "padding_mask": tf.cast(padding_mask, tf.int32),  # (B, T)
+            "mask_positions": mask_positions,  # (B, P)
+        }
+        targets = {"mask_ids": mask_ids}  # (B, P)
+        if config.nsp:
+            targets["nsp_labels"] = nsp_label  # (B,)
+        return inputs, targets, {"mask_weights": tf.cast(mask_weights, tf.float32)}
+
+    return pack_and_mask
+
+
+def pretraining_dataset(
+    files: Iterable[str] | str,
+    tokenizer: BertTokenizer,
+    seq_len: int = 128,
+    batch_size: int = 32,
+    seed: int = 0,
+    nsp: bool = True,
+    *,
+    config: DataConfig | None = None,
+    split: str = "all",
+    repeat: bool = False,
+    shuffle_buffer: int = 2048,
+    drop_remainder: bool = False,
+    corpus_format: str = "auto",
+    stats: CorpusStats | None = None,
+    resume_pass: int = 0,
+) -> tf.data.Dataset:
+    """A tf.data pipeline from raw corpus files to masked pretraining batches.
+
+    Elements are `(inputs, targets, sample_weights)`: inputs hold `token_ids`,
+    `segment_ids`, `padding_mask` (B, T) and `mask_positions` (B, P); targets hold
+    `mask_ids` (B, P) and, with NSP, `nsp_labels` (B,); sample weights hold
+    `mask_weights` (B, P), 0 for unused prediction slots.
+
+    Args:
+        files: corpus files, directories or globs.
+        tokenizer: the `BertTokenizer` to use.
+        seq_len, nsp: shorthand for the same fields of `config`.
+        batch_size: examples per batch.
+        seed: seeds pairs, shuffling and masks.
+        config: a full `DataConfig` (overrides `seq_len` and `nsp`).
+        split: "all", "train" (documents not held out) or "held_out".
+        repeat: pass over the corpus forever, drawing new pairs and masks each pass.
+        shuffle_buffer: instances shuffled together (0 keeps corpus order).
+        drop_remainder: static batch size (for XLA and TPUs).
+        corpus_format: see `read_documents`.
+        stats: counts to update while reading.
+        resume_pass: a resumed run's starting point: later passes get fresh pairs and
+            masks instead of replaying the first ones (the held-out split is unchanged).
+    """
+    config = config or DataConfig(seq_len=seq_len, nsp=nsp)
+    if split not in ("all", "train", "held_out"):
+        raise KblError(f"unknown split '{split}'")
+    if config.seq_len < 8:
+        raise KblError("seq_len must be at least 8")
+    stats = stats if stats is not None else CorpusStats()
+
+    def select(index: int) -> bool:
+        if split == "all":
+            return True
+        return is_held_out(index, config.held_out, seed) == (split == "held_out")
+
+    documents = _tokenized_documents(files, tokenizer, corpus_format, stats, select)
+
+    def instances():
+        passes = range(resume_pass, 1 << 62) if repeat else range(1)
+        for pass_index in passes:
+            rng = random.Random(f"{seed}:{pass_index}")
+            builder = InstanceBuilder(
+                config.seq_len,
+                rng,
+                config.short_seq_prob,
+                config.nsp,
+                config.document_pool,
+            )
+            for a, b, label in builder(documents()):
+                yield np.asarray(a, np.int32), np.asarray(b, np.int32), label
+
+    ds = tf.data.Dataset.from_generator(
+        instances,
+        output_signature=(
+            tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([], tf.int32),
+        ),
+    )
+    draw_seed = seed + 7919 * resume_pass if repeat else seed
+    # Shuffling and masking take their op-level seeds from the global seed when the
+    # pipeline is built, so set it first: every call with the same seed then builds
+    # the same stream, whatever ran before in the process.
+    tf.random.set_seed(draw_seed)
+    if shuffle_buffer:
+        ds = ds.shuffle(shuffle_buffer, seed=draw_seed, reshuffle_each_iteration=True)
+    ds = ds.ragged_batch(batch_size, drop_remainder=drop_remainder)
+    # Masking runs one batch at a time: parallel calls would share the random state in
+    # a nondeterministic order.
+    ds = ds.map(_masker(tokenizer, config))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def count_instances(
+    files,
+    tokenizer: BertTokenizer,
+    config: DataConfig,
+    seed: int = 0,
+    split: str = "all",
+    corpus_format: str = "auto",
+) -> int:
+    """How many instances one pass over the corpus yields (for epochs -> steps)."""
+    select = (
+        (lambda i: True)
+        if split == "all"
+        else (lambda i: is_held_out(i, config.held_out, seed) == (split == "held_out"))
+    )
+    documents = _tokenized_documents(
+        files, tokenizer, corpus_format, CorpusStats(), select
+    )
+    builder = InstanceBuilder(
+        config.seq_len,
+        random.Random(f"{seed}:0"),
+        config.short_seq_prob,
+        config.nsp,
+        config.document_pool,
+    )
+    return sum(1 for _ in builder(documents()))

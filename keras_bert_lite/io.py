@@ -1,0 +1,55 @@
+"""Small file helpers: every file a run writes goes to a temporary name first and is
+renamed into place, so a crash never leaves a half-written file where a good one was."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
+    """Yields a temporary path beside `path`; renames it onto `path` on success.
+
+    `suffix` keeps an extension some writers insist on (Keras wants `.weights.h5`).
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=".tmp-" + os.path.basename(path) + "-", suffix=suffix, dir=directory
+    )
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_text(path: str, text: str) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+def write_json(path: str, value: Any) -> None:
+    write_text(path, json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def read_json(path: str) -> Any:
+    from keras_bert_lite.errors import KblError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise KblError(f"{path}: file not found") from None
+    except json.JSONDecodeError as e:
+        raise KblError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None

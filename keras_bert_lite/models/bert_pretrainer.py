@@ -1,0 +1,127 @@
+"""BERT pretraining: masked-LM head (tied to the token embeddings) and NSP head.
+
+B = batch, P = max_predictions, V = vocabulary.
+"""
+
+import keras
+from keras import ops
+
+from keras_bert_lite.layers import MaskedLMHead
+from keras_bert_lite.models.bert_backbone import BertBackbone
+
+
+@keras.saving.register_keras_serializable(package="keras_bert_lite")
+class BertPretrainer(keras.Model):
+    """Backbone + MLM head at `mask_positions` (+ NSP head on the pooled [CLS] output).
+
+    Inputs: the backbone's three plus `mask_positions` (B, P). Outputs `mlm_logits`
+    (B, P, V) and, with `nsp=True`, `nsp_logits` (B, 2). Train it with targets
+    `{"mask_ids", "nsp_labels"}` and sample weights `{"mask_weights"}`, the layout that
+    `kbl.data.pretraining_dataset` yields. Loss = masked-LM cross-entropy averaged over
+    the weighted prediction slots + NSP cross-entropy.
+
+    Args:
+        backbone: a `BertBackbone`.
+        nsp: add the next-sentence head and loss.
+    """
+
+    def __init__(self, backbone: BertBackbone, nsp: bool = True, **kwargs):
+        # === Layers ===
+        self.backbone = backbone
+        self.mlm_head = MaskedLMHead(
+            backbone.token_embedding,
+            backbone.layer_norm_epsilon,
+            backbone.initializer_range,
+            dtype=backbone.dtype_policy,
+            name="mlm_head",
+        )
+        self.nsp_head = (
+            keras.layers.Dense(
+                2,
+                dtype=backbone.dtype_policy,
+                name="nsp_head",
+                kernel_initializer=keras.initializers.TruncatedNormal(
+                    stddev=backbone.initializer_range
+                ),
+            )
+            if nsp
+            else None
+        )
+
+        # === Functional Model ===
+        inputs = dict(backbone.input)
+        inputs["mask_positions"] = keras.Input(
+            (None,), dtype="int32", name="mask_positions"
+        )
+        features = backbone({k: inputs[k] for k in backbone.input})
+        outputs = {
+            "mlm_logits": self.mlm_head(
+                features["sequence_output"], inputs["mask_positions"]
+            )
+        }
+        if nsp:
+            outputs["nsp_logits"] = ops.cast(
+                self.nsp_head(features["pooled_output"]), "float32"
+            )
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+        # === Config ===
+        self.nsp = nsp
+
+        self.mlm_loss_tracker = keras.metrics.Mean(name="mlm_loss")
+        self.mlm_accuracy = keras.metrics.SparseCategoricalAccuracy(name="mlm_accuracy")
+        self.nsp_loss_tracker = keras.metrics.Mean(name="nsp_loss")
+        self.nsp_accuracy = keras.metrics.SparseCategoricalAccuracy(name="nsp_accuracy")
+
+    @property
+    def metrics(self):
+        ours = [self.mlm_loss_tracker, self.mlm_accuracy]
+        if self.nsp:
+            ours += [self.nsp_loss_tracker, self.nsp_accuracy]
+        return super().metrics + ours
+
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
+        weights = ops.cast(sample_weight["mask_weights"], "float32")  # (B, P)
+        per_slot = keras.losses.sparse_categorical_crossentropy(
+            y["mask_ids"], y_pred["mlm_logits"], from_logits=True
+        )  # (B, P)
+        # Average over the slots in use, not over B*P: unused slots must not dilute it.
+        slots = ops.sum(weights)
+        mlm_loss = ops.sum(per_slot * weights) / ops.maximum(slots, 1.0)
+        # Weighted by slots, so the reported loss is per predicted token over a whole
+        # evaluation (and an empty batch counts for nothing).
+        self.mlm_loss_tracker.update_state(mlm_loss, sample_weight=slots)
+        loss = mlm_loss
+        if self.nsp:
+            per_example = keras.losses.sparse_categorical_crossentropy(
+                y["nsp_labels"], y_pred["nsp_logits"], from_logits=True
+            )  # (B,)
+            self.nsp_loss_tracker.update_state(per_example)
+            loss = loss + ops.mean(per_example)
+        return loss
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        self.mlm_accuracy.update_state(
+            y["mask_ids"],
+            y_pred["mlm_logits"],
+            sample_weight=sample_weight["mask_weights"],
+        )
+        if self.nsp:
+            self.nsp_accuracy.update_state(y["nsp_labels"], y_pred["nsp_logits"])
+        return self.get_metrics_result()
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "nsp": self.nsp,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)

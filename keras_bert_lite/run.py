@@ -1,0 +1,75 @@
+"""The run directory: the unit every command reads and writes.
+
+    RUN/config.json        {"kbl_run": 1, "task", "model", "data", "train", ...}
+    RUN/vocab.txt          one token per line
+    RUN/model.weights.h5   the trained weights (loaded into a model rebuilt from config)
+    RUN/history.csv        one row per epoch: losses and accuracies, train and held out
+    RUN/metrics.json       final held-out metrics and measured throughput
+    RUN/tensorboard/       TensorBoard logs
+    RUN/checkpoints/       resume state (weights + optimizer) and state.json
+
+A model is rebuilt from config.json (plain data, checked against the schema) and then
+given its weights: loading a run never deserialises code or pickles.
+"""
+
+from __future__ import annotations
+
+import os
+
+from keras_bert_lite.config import CONFIG_VERSION, BertConfig, DataConfig
+from keras_bert_lite.errors import KblError
+from keras_bert_lite.io import read_json
+
+CONFIG = "config.json"
+VOCAB = "vocab.txt"
+WEIGHTS = "model.weights.h5"
+
+
+def read_config(run: str) -> dict:
+    path = os.path.join(run, CONFIG)
+    if not os.path.isdir(run):
+        raise KblError(f"{run}: run directory not found")
+    config = read_json(path)
+    if not isinstance(config, dict) or config.get("kbl_run") != CONFIG_VERSION:
+        raise KblError(
+            f"{path}: not a keras-bert-lite run directory of version "
+            f"{CONFIG_VERSION} (found kbl_run={config.get('kbl_run')!r}); "
+            "retrain it with this version"
+        )
+    return config
+
+
+def load_tokenizer(run: str):
+    """The tokenizer stored in a run directory (callable on a batch of strings)."""
+    from keras_bert_lite.text.tokenizer import BertTokenizer
+
+    config = read_config(run)
+    lowercase = DataConfig.from_dict(config["data"], f"{run}/{CONFIG}: data").lowercase
+    return BertTokenizer.from_file(os.path.join(run, VOCAB), lowercase=lowercase)
+
+
+def build_model(config: dict, dtype=None):
+    """The (untrained) Keras model a run's config describes."""
+    from keras_bert_lite.models import BertBackbone, BertPretrainer
+
+    model_config = BertConfig.from_dict(config["model"], "config.json: model")
+    data_config = DataConfig.from_dict(config["data"], "config.json: data")
+    task = config.get("task")
+    if task != "pretraining":
+        raise KblError(f"config.json: unknown task {task!r}")
+    backbone = BertBackbone.from_bert_config(model_config, dtype=dtype)
+    return BertPretrainer(backbone, nsp=data_config.nsp)
+
+
+def load(run: str, compile: bool = False):
+    """The Keras model stored in a run directory, with its trained weights."""
+    config = read_config(run)
+    model = build_model(config)
+    path = os.path.join(run, WEIGHTS)
+    if not os.path.exists(path):
+        raise KblError(
+            f"{path}: no trained weights (did the run finish? resume it with "
+            "`kbl pretrain --resume --out RUN`)"
+        )
+    model.load_weights(path)
+    return model

@@ -1,0 +1,65 @@
+"""Shared fixtures: one helper per kind of object, tiny configs."""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import os
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.environ.get(
+    "KBL_SHARED_DATA", os.path.join(os.path.dirname(REPO), "shared", "data")
+)
+SOTU = os.path.join(SHARED_DATA, "pretrain", "en", "sotu.txt.gz")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long-running; run with `pytest -m slow`")
+
+
+def shared_file(*parts: str) -> str:
+    path = os.path.join(SHARED_DATA, *parts)
+    if not os.path.exists(path):
+        pytest.skip(f"{path} not present (../shared/data sits beside the checkout)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sotu_subset(tmp_path_factory) -> str:
+    """The first 60 State of the Union addresses (~1/4 of the corpus, >400k tokens)."""
+    source = shared_file("pretrain", "en", "sotu.txt.gz")
+    path = tmp_path_factory.mktemp("corpus") / "sotu60.txt"
+    with gzip.open(source, "rt", encoding="utf-8") as f, open(path, "w") as out:
+        blanks = 0
+        for line in f:
+            blanks += not line.strip()
+            if blanks >= 60:
+                break
+            out.write(line)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def sotu_tokenizer(sotu_subset, tmp_path_factory):
+    """A 2,000-token vocabulary learned from a slice of the subset."""
+    from keras_bert_lite.data import read_documents
+    from keras_bert_lite.text import BertTokenizer, learn_vocabulary
+
+    sentences = (s for doc in read_documents(sotu_subset) for s in doc)
+    vocab = learn_vocabulary(itertools.islice(sentences, 3000), 2000)
+    return BertTokenizer(vocab)
+
+
+def tiny_vocabulary() -> list[str]:
+    from keras_bert_lite.text import SPECIAL_TOKENS
+
+    words = (
+        "the a of to and in is was it that he she they we you un ##aff ##able "
+        "hello world , . ! ? 中 国 人 ##s ##ing ##ed run walk cat dog"
+    ).split()
+    return list(SPECIAL_TOKENS) + words

@@ -1,0 +1,180 @@
+"""The command line end to end, as a user runs it."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def kbl(*args, cwd=None):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "keras_bert_lite", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """40 short documents of real prose (Python's own documentation topics)."""
+    from keras_bert_lite.data.default_data import _prose_documents
+
+    path = tmp_path_factory.mktemp("corpus") / "docs.txt"
+    docs = _prose_documents()[:40]
+    path.write_text("\n\n".join("\n".join(d) for d in docs) + "\n")
+    return str(path)
+
+
+def test_vocab_then_tiny_pretraining_then_resume(corpus, tmp_path):
+    vocab = tmp_path / "vocab.txt"
+    done = kbl(
+        "vocab",
+        "--corpus",
+        corpus,
+        "--size",
+        "600",
+        "--out",
+        str(vocab),
+        "--json",
+        str(tmp_path / "vocab.json"),
+    )
+    assert done.returncode == 0, done.stderr
+    tokens = vocab.read_text().splitlines()
+    assert tokens[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    assert json.loads((tmp_path / "vocab.json").read_text())["size"] == len(tokens)
+
+    run = tmp_path / "run"
+    args = [
+        "pretrain",
+        "--corpus",
+        corpus,
+        "--vocab",
+        str(vocab),
+        "--out",
+        str(run),
+        "--model",
+        "tiny",
+        "--seq-len",
+        "32",
+        "--batch-size",
+        "8",
+        "--steps",
+        "12",
+        "--eval-every",
+        "4",
+        "--held-out",
+        "0.2",
+    ]
+    done = kbl(*args)
+    assert done.returncode == 0, done.stderr
+    for name in (
+        "config.json",
+        "vocab.txt",
+        "model.weights.h5",
+        "history.csv",
+        "metrics.json",
+        "tensorboard",
+        "checkpoints/state.json",
+    ):
+        assert (run / name).exists(), name
+    with open(run / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3
+    assert {
+        "mlm_accuracy",
+        "nsp_accuracy",
+        "mlm_loss",
+        "val_mlm_accuracy",
+        "val_nsp_accuracy",
+    } <= set(rows[0])
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 12
+
+    # A second start on the same directory is refused; --resume of a finished run
+    # keeps its steps.
+    again = kbl(*args)
+    assert again.returncode == 2 and "--resume" in again.stderr
+    resumed = kbl("pretrain", "--out", str(run), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 12
+
+    import keras_bert_lite as kbl_api
+
+    model = kbl_api.load(str(run))
+    tokenizer = kbl_api.load_tokenizer(str(run))
+    assert model.backbone.vocabulary_size == tokenizer.vocabulary_size == len(tokens)
+
+
+def test_resume_continues_an_interrupted_run(corpus, tmp_path):
+    run = tmp_path / "run"
+    args = [
+        "pretrain",
+        "--corpus",
+        corpus,
+        "--out",
+        str(run),
+        "--vocab-size",
+        "500",
+        "--model",
+        "tiny",
+        "--seq-len",
+        "32",
+        "--batch-size",
+        "8",
+        "--steps",
+        "12",
+        "--eval-every",
+        "4",
+        "--held-out",
+        "0",
+    ]
+    assert kbl(*args).returncode == 0
+    # Simulate a crash after the second checkpoint: roll the state back to step 8.
+    state = json.loads((run / "checkpoints" / "state.json").read_text())
+    assert state["step"] == 12
+    os.remove(run / "model.weights.h5")
+    (run / "checkpoints" / "state.json").write_text(
+        json.dumps({"checkpoint": "ckpt-000000008.weights.h5", "epoch": 2, "step": 8})
+    )
+    resumed = kbl("pretrain", "--out", str(run), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stdout and "step 8" in resumed.stdout
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 12
+    with open(run / "history.csv") as f:
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["0", "1", "2", "2"]
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "blank_lines"])
+def test_bad_corpus_exits_2_with_one_line(tmp_path, case):
+    path = tmp_path / "corpus.txt"
+    if case == "empty":
+        path.write_text("")
+    elif case == "blank_lines":
+        path.write_text("\n\n   \n\n")
+    done = kbl(
+        "pretrain",
+        "--corpus",
+        str(path),
+        "--out",
+        str(tmp_path / "run"),
+        "--steps",
+        "2",
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kbl pretrain: error:")
+    assert str(path) in lines[0]
+    assert "Traceback" not in done.stderr
+
+
+def test_bad_arguments_exit_2():
+    done = kbl("pretrain", "--out", "x", "--batch-size", "0")
+    assert done.returncode == 2 and "must be at least 1" in done.stderr

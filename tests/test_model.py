@@ -1,0 +1,180 @@
+"""Layers and models: shapes, padding, tied weights, loss, overfitting, round trips."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_bert_lite.models import BertBackbone, BertPretrainer
+
+VOCAB, B, T, P = 97, 4, 16, 3
+
+
+def tiny_backbone(**overrides):
+    config = dict(
+        vocabulary_size=VOCAB,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=32,
+        intermediate_dim=64,
+        max_sequence_length=64,
+        dropout=0.0,
+    )
+    return BertBackbone(**{**config, **overrides})
+
+
+def batch(seed=0, pad_from=12):
+    rng = np.random.default_rng(seed)
+    padding = np.ones((B, T), "int32")
+    padding[:, pad_from:] = 0
+    x = {
+        "token_ids": rng.integers(5, VOCAB, (B, T)).astype("int32") * padding,
+        "segment_ids": (np.arange(T)[None] >= 6).astype("int32").repeat(B, 0) * padding,
+        "padding_mask": padding,
+        "mask_positions": np.array([[1, 4, 7]] * B, "int32"),
+    }
+    y = {
+        "mask_ids": rng.integers(5, VOCAB, (B, P)).astype("int32"),
+        "nsp_labels": rng.integers(0, 2, (B,)).astype("int32"),
+    }
+    w = {"mask_weights": np.array([[1, 1, 0]] * B, "float32")}
+    return x, y, w
+
+
+def test_backbone_outputs_and_padding_does_not_leak():
+    backbone = tiny_backbone()
+    x, _, _ = batch()
+    inputs = {k: x[k] for k in ("token_ids", "segment_ids", "padding_mask")}
+    out = backbone(inputs)
+    assert out["sequence_output"].shape == (B, T, 32)
+    assert out["pooled_output"].shape == (B, 32)
+    # Changing padded tokens must not change any real token's output.
+    changed = dict(
+        inputs, token_ids=np.where(x["padding_mask"] == 1, x["token_ids"], 7)
+    )
+    again = backbone(changed)
+    np.testing.assert_allclose(
+        out["sequence_output"][:, :12], again["sequence_output"][:, :12], atol=1e-5
+    )
+
+
+def test_mlm_head_is_tied_to_the_token_embedding():
+    model = BertPretrainer(tiny_backbone())
+    names = [w.path for w in model.weights]
+    # One (V, D) matrix only: the embedding; the head adds a bias of V.
+    big = [
+        n
+        for n, w in zip(names, model.weights, strict=True)
+        if tuple(w.shape) == (VOCAB, 32)
+    ]
+    assert big == ["embeddings/token_embedding/embeddings"]
+    x, _, _ = batch()
+    before = model(x)["mlm_logits"].numpy()
+    emb = model.backbone.token_embedding.embeddings
+    emb.assign(emb.numpy() * 2.0)
+    assert not np.allclose(before, model(x)["mlm_logits"].numpy())
+
+
+def test_loss_is_weighted_masked_lm_plus_nsp_computed_by_hand():
+    model = BertPretrainer(tiny_backbone())
+    model.compile(optimizer="sgd")
+    x, y, w = batch()
+    out = model(x)
+    logits = out["mlm_logits"].numpy().astype("float64")
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    picked = np.take_along_axis(log_probs, y["mask_ids"][..., None], -1)[..., 0]
+    mlm = -(picked * w["mask_weights"]).sum() / w["mask_weights"].sum()
+    nsp_logits = out["nsp_logits"].numpy().astype("float64")
+    nsp_lp = nsp_logits - np.log(np.exp(nsp_logits).sum(-1, keepdims=True))
+    nsp = -nsp_lp[np.arange(B), y["nsp_labels"]].mean()
+    loss = model.compute_loss(x, y, out, w)
+    assert float(loss) == pytest.approx(mlm + nsp, rel=1e-5)
+
+
+def test_overfits_one_fixed_batch():
+    model = BertPretrainer(tiny_backbone())
+    from keras_bert_lite.training.optimizer import adamw
+
+    model.compile(optimizer=adamw(3e-3, total_steps=300, warmup=0.05))
+    x, y, w = batch()
+    ds = tf.data.Dataset.from_tensors((x, y, w)).repeat(300)
+    model.fit(ds, verbose=0)
+    result = model.evaluate(
+        tf.data.Dataset.from_tensors((x, y, w)), return_dict=True, verbose=0
+    )
+    assert result["mlm_loss"] < 0.5
+    assert result["mlm_accuracy"] == 1.0
+
+
+def test_get_config_round_trip_gives_the_same_outputs(tmp_path):
+    model = BertPretrainer(tiny_backbone(), nsp=False)
+    clone = BertPretrainer.from_config(model.get_config())
+    path = str(tmp_path / "w.weights.h5")
+    model.save_weights(path)
+    clone.load_weights(path)
+    x, _, _ = batch()
+    assert set(clone(x)) == {"mlm_logits"}
+    np.testing.assert_allclose(
+        model(x)["mlm_logits"], clone(x)["mlm_logits"], atol=1e-6
+    )
+    backbone = model.backbone
+    assert (
+        BertBackbone.from_config(backbone.get_config()).get_config()
+        == backbone.get_config()
+    )
+
+
+def test_presets_have_the_published_shapes():
+    from keras_bert_lite.config import PRESETS, BertConfig
+
+    assert {k: (v["num_layers"], v["hidden_dim"]) for k, v in PRESETS.items()} == {
+        "tiny": (2, 128),
+        "mini": (4, 256),
+        "small": (4, 512),
+        "medium": (8, 512),
+        "base": (12, 768),
+    }
+    base = BertBackbone.from_preset("base", vocabulary_size=30522)
+    # Google's BERT-base encoder has 109,482,240 parameters with a 30522 vocabulary.
+    assert base.count_params() == 109_482_240
+    with pytest.raises(Exception, match="unknown model preset"):
+        BertConfig.from_preset("huge")
+
+
+def test_model_code_runs_under_the_jax_backend(tmp_path):
+    """Model code is keras.ops only: the same pretrainer builds and trains under JAX."""
+    pytest.importorskip("jax")
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    script = """
+import numpy as np, keras
+assert keras.backend.backend() == "jax"
+from tests.test_model import batch, tiny_backbone
+from keras_bert_lite.models import BertPretrainer
+model = BertPretrainer(tiny_backbone())
+model.compile(optimizer="adam")
+x, y, w = batch()
+out = model(x)
+assert out["mlm_logits"].shape == (4, 3, 97) and out["nsp_logits"].shape == (4, 2)
+loss = float(model.compute_loss(x, y, out, w))
+logs = model.train_on_batch(x, y, sample_weight=w, return_dict=True)
+assert np.isfinite(logs["loss"]) and "mlm_accuracy" in logs, logs
+print("ok", loss)
+"""
+    env = dict(
+        __import__("os").environ,
+        KERAS_BACKEND="jax",
+        PYTHONPATH=REPO,
+        JAX_PLATFORMS="cpu",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]

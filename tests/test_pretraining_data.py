@@ -1,0 +1,233 @@
+"""The pretraining pipeline: masking statistics, NSP pairs, packing."""
+
+import random
+
+import numpy as np
+import pytest
+
+from keras_bert_lite.config import DataConfig
+from keras_bert_lite.data.pretraining import (
+    IS_NEXT,
+    NOT_NEXT,
+    InstanceBuilder,
+    pretraining_dataset,
+)
+
+SEQ_LEN = 128
+
+
+def collect(dataset, batches=None):
+    rows = {
+        "token_ids": [],
+        "segment_ids": [],
+        "padding_mask": [],
+        "mask_positions": [],
+        "mask_ids": [],
+        "mask_weights": [],
+        "nsp_labels": [],
+    }
+    for i, (x, y, w) in enumerate(dataset):
+        if batches is not None and i >= batches:
+            break
+        for key in ("token_ids", "segment_ids", "padding_mask", "mask_positions"):
+            rows[key].append(x[key].numpy())
+        rows["mask_ids"].append(y["mask_ids"].numpy())
+        rows["nsp_labels"].append(y["nsp_labels"].numpy())
+        rows["mask_weights"].append(w["mask_weights"].numpy())
+    return {k: np.concatenate(v) for k, v in rows.items()}
+
+
+@pytest.fixture(scope="module")
+def one_pass(sotu_subset, sotu_tokenizer):
+    ds = pretraining_dataset(
+        sotu_subset, sotu_tokenizer, seq_len=SEQ_LEN, batch_size=64, seed=3
+    )
+    return collect(ds)
+
+
+@pytest.fixture(scope="module")
+def originals(sotu_subset, sotu_tokenizer):
+    """The same pass with nothing masked: the packed original tokens."""
+    config = DataConfig(seq_len=SEQ_LEN, mask_token_rate=0.0, random_token_rate=0.0)
+    ds = pretraining_dataset(
+        sotu_subset, sotu_tokenizer, batch_size=64, seed=3, config=config
+    )
+    return collect(ds)
+
+
+def test_masking_statistics_over_100k_real_tokens(one_pass, originals, sotu_tokenizer):
+    tok = sotu_tokenizer
+    orig = originals["token_ids"]
+    # Same pairs and positions in both passes: only the replacement values differ.
+    np.testing.assert_array_equal(
+        one_pass["mask_positions"], originals["mask_positions"]
+    )
+    special = np.isin(orig, [tok.pad_id, tok.cls_id, tok.sep_id])
+    real = (one_pass["padding_mask"] == 1) & ~special
+    assert real.sum() >= 100_000
+
+    weights = one_pass["mask_weights"] > 0
+    rows = np.nonzero(weights)[0]
+    positions = one_pass["mask_positions"][weights]
+    chosen_original = orig[rows, positions]
+    chosen_now = one_pass["token_ids"][rows, positions]
+    share = len(positions) / real.sum()
+    assert abs(share - 0.15) <= 0.01, share
+    # Never a special token or padding.
+    assert not np.isin(chosen_original, [tok.pad_id, tok.cls_id, tok.sep_id]).any()
+    assert (one_pass["padding_mask"][rows, positions] == 1).all()
+    # Labels are the original tokens at the chosen positions.
+    np.testing.assert_array_equal(one_pass["mask_ids"][weights], chosen_original)
+    # 80 / 10 / 10. A random replacement may draw the original token (1/V of the time).
+    masked = np.mean(chosen_now == tok.mask_id)
+    unchanged = np.mean(chosen_now == chosen_original)
+    random_share = 1 - masked - unchanged
+    assert abs(masked - 0.8) <= 0.02, masked
+    assert abs(unchanged - 0.1) <= 0.02, unchanged
+    assert abs(random_share - 0.1) <= 0.02, random_share
+    # Nothing outside the chosen positions changed.
+    untouched = np.ones_like(orig, bool)
+    untouched[rows, positions] = False
+    np.testing.assert_array_equal(one_pass["token_ids"][untouched], orig[untouched])
+
+
+def test_packing_segments_and_separators(originals, sotu_tokenizer):
+    tok = sotu_tokenizer
+    ids, segs, mask = (
+        originals[k] for k in ("token_ids", "segment_ids", "padding_mask")
+    )
+    assert ids.shape[1] == SEQ_LEN
+    for row in range(len(ids)):
+        n = mask[row].sum()
+        assert (mask[row, :n] == 1).all() and (mask[row, n:] == 0).all()
+        assert (ids[row, n:] == tok.pad_id).all()
+        assert ids[row, 0] == tok.cls_id
+        seps = np.nonzero(ids[row] == tok.sep_id)[0]
+        assert len(seps) == 2 and seps[1] == n - 1
+        assert (segs[row, : seps[0] + 1] == 0).all()
+        assert (segs[row, seps[0] + 1 : n] == 1).all()
+        assert (segs[row, n:] == 0).all()
+
+
+def test_is_next_share_is_half(originals):
+    labels = originals["nsp_labels"]
+    assert len(labels) > 1000
+    assert abs(np.mean(labels == IS_NEXT) - 0.5) <= 0.03
+
+
+def test_same_seed_same_masks_and_each_epoch_new_masks(
+    sotu_subset, sotu_tokenizer, one_pass
+):
+    again = collect(
+        pretraining_dataset(
+            sotu_subset, sotu_tokenizer, seq_len=SEQ_LEN, batch_size=64, seed=3
+        ),
+        batches=20,
+    )
+    for key in ("token_ids", "mask_positions", "nsp_labels"):
+        np.testing.assert_array_equal(again[key], one_pass[key][: len(again[key])])
+    other_seed = collect(
+        pretraining_dataset(
+            sotu_subset, sotu_tokenizer, seq_len=SEQ_LEN, batch_size=64, seed=4
+        ),
+        batches=5,
+    )
+    assert not np.array_equal(other_seed["token_ids"], again["token_ids"][:320])
+
+    # One continuing iterator (how training reads it): a second epoch redraws masks on
+    # the same documents. Without shuffling, pass 2 starts right after pass 1.
+    def unshuffled(repeat):
+        return pretraining_dataset(
+            sotu_subset,
+            sotu_tokenizer,
+            seq_len=SEQ_LEN,
+            batch_size=64,
+            seed=3,
+            repeat=repeat,
+            shuffle_buffer=0,
+        )
+
+    n = len(collect(unshuffled(False))["token_ids"])
+    stream = collect(unshuffled(True), batches=2 * (n // 64) + 1)
+    first, second = stream["mask_positions"][:64], stream["mask_positions"][n : n + 64]
+    assert not np.array_equal(first, second)
+
+
+def test_whole_word_masking_takes_all_pieces_of_a_word(sotu_subset, sotu_tokenizer):
+    tok = sotu_tokenizer
+    config = DataConfig(
+        seq_len=SEQ_LEN,
+        whole_word_mask=True,
+        mask_token_rate=1.0,
+        random_token_rate=0.0,
+    )
+    data = collect(
+        pretraining_dataset(sotu_subset, tok, batch_size=64, seed=1, config=config),
+        batches=10,
+    )
+    continuation = np.array([t.startswith("##") for t in tok.vocabulary])
+    ids, weights = data["token_ids"], data["mask_weights"] > 0
+    multi_piece_words = 0
+    for row in range(len(ids)):
+        predicted = set(data["mask_positions"][row][weights[row]].tolist())
+        labels = dict(
+            zip(
+                data["mask_positions"][row][weights[row]].tolist(),
+                data["mask_ids"][row][weights[row]].tolist(),
+                strict=True,
+            )
+        )
+        for pos in predicted:
+            previous = labels.get(pos - 1, ids[row][pos - 1])
+            if continuation[labels[pos]] and previous not in (tok.cls_id, tok.sep_id):
+                multi_piece_words += 1
+                # The piece before a predicted "##" piece is predicted too (same word),
+                # unless truncation left the piece first in its segment.
+                assert pos - 1 in predicted
+        # Every [MASK] in the input is a predicted position (none left unlabelled).
+        assert set(np.nonzero(ids[row] == tok.mask_id)[0].tolist()) <= predicted
+    assert multi_piece_words > 0
+
+
+def synthetic_documents(num_docs=400, seed=0):
+    """Documents whose tokens encode (document, sentence): 1000 * doc + sentence."""
+    rng = random.Random(seed)
+    docs = []
+    for d in range(num_docs):
+        docs.append([[1000 * d + s] * 10 for s in range(rng.randint(3, 80))])
+    return docs
+
+
+def test_next_sentence_pairs_are_adjacent_or_from_another_document():
+    # Sentences of 10 tokens and a target of exactly 120 make every chunk end on a
+    # sentence boundary, so no truncation hides adjacency.
+    builder = InstanceBuilder(
+        seq_len=123, rng=random.Random(0), short_seq_prob=0.0, document_pool=8
+    )
+    counts = {IS_NEXT: 0, NOT_NEXT: 0}
+    for a, b, label in builder(synthetic_documents()):
+        counts[label] += 1
+        assert len(a) + len(b) <= 120
+        doc_a = {t // 1000 for t in a}
+        doc_b = {t // 1000 for t in b}
+        assert len(doc_a) == 1 and len(doc_b) == 1
+        if label == IS_NEXT:
+            assert doc_a == doc_b
+            assert max(a) % 1000 + 1 == min(b) % 1000
+            assert sorted(set(a + b)) == list(range(min(a), max(b) + 1))
+        else:
+            assert doc_a != doc_b
+    share = counts[IS_NEXT] / sum(counts.values())
+    assert abs(share - 0.5) <= 0.03, counts
+
+
+def test_no_nsp_packs_contiguous_full_length_segments():
+    builder = InstanceBuilder(seq_len=66, rng=random.Random(0), nsp=False)
+    docs = synthetic_documents(5)
+    out = list(builder(docs))
+    assert all(b == [] and len(a) <= 64 for a, b, _ in out)
+    assert [t for a, _, _ in out for t in a] == [t for d in docs for s in d for t in s]
+
+
+def test_truncation_keeps_every_pair_within_seq_len(originals):
+    assert (originals["padding_mask"].sum(1) <= SEQ_LEN).all()
