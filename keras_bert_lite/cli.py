@@ -7,7 +7,9 @@ and on bad input exits with status 2 and a one-line reason (`--debug` for a trac
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import sys
 import time
 
@@ -172,42 +174,136 @@ def _cmd_pretrain(args) -> dict:
 
 
 def _cmd_quickstart(args) -> dict:
+    from keras_bert_lite.data import default_data
     from keras_bert_lite.training import pretrain
+    from keras_bert_lite.training.finetune import finetune, predict
 
     started = time.time()
     out = args.out
-    run = os.path.join(out, "pretrain")
+    pretrained, classifier = (
+        os.path.join(out, "pretrain"),
+        os.path.join(out, "sentiment"),
+    )
     print(
-        f"kbl quickstart: the whole path on the built-in default data -> {out}\n"
-        "step 1/1: learn a vocabulary and pretrain a tiny BERT (masked LM + NSP)",
+        f"kbl quickstart: the whole path on the built-in default data -> {out}",
         flush=True,
     )
-    result = pretrain(
-        None,
-        run,
-        model="tiny",
-        vocabulary_size=4096,
+    docs = default_data.pretraining_corpus()
+    train, dev = default_data.sentiment_dataset()
+
+    print(
+        "\nstep 1/3: learn a vocabulary and pretrain a tiny BERT (masked LM + NSP) on "
+        "Python's documentation and the review snippets' text",
+        flush=True,
+    )
+    if os.path.exists(os.path.join(pretrained, "model.weights.h5")):
+        print(f"{pretrained} is already pretrained; keeping it")
+    else:
+        pretrain(
+            [docs, train],
+            pretrained,
+            model="tiny",
+            vocabulary_size=6000,
+            seq_len=64,
+            batch_size=32,
+            steps=args.steps,
+            learning_rate=1e-3,
+            resume=os.path.exists(os.path.join(pretrained, "config.json")),
+        )
+
+    print("\nstep 2/3: fine-tune a sentiment classifier (pos/neg) from it", flush=True)
+    if os.path.exists(classifier):
+        shutil.rmtree(classifier)
+    result = finetune(
+        "classify",
+        train,
+        dev,
+        classifier,
+        init=pretrained,
         seq_len=64,
         batch_size=32,
-        steps=args.steps,
-        learning_rate=1e-3,
-        resume=os.path.exists(os.path.join(run, "config.json")),
+        epochs=2,
+        learning_rate=5e-4,
     )
+    metrics = result.metrics
+
+    print("\nstep 3/3: predictions", flush=True)
+    samples = [
+        "A warm, funny and beautifully acted film.",
+        "Two hours of my life I will never get back.",
+        "The plot is thin, but the performances carry it.",
+    ]
+    predictions = predict(classifier, samples)
+    for p in predictions:
+        print(f"  {p['label']} {p['probabilities'][p['label']]:.2f}  {p['text']}")
     summary = {
-        "run": run,
-        "steps": result.steps,
-        "metrics": result.metrics,
-        "tokens_per_second": result.tokens_per_second,
+        "pretrained": pretrained,
+        "classifier": classifier,
+        "dev_accuracy": metrics["accuracy"],
+        "dev_macro_f1": metrics["macro_f1"],
+        "predictions": predictions,
         "seconds": time.time() - started,
     }
     print(
-        f"\nquickstart finished in {summary['seconds']:.0f}s. The pretrained run is in "
-        f"{run}:\n  config.json vocab.txt model.weights.h5 history.csv metrics.json "
-        f"tensorboard/ checkpoints/\n"
-        "Next: `kbl pretrain --corpus YOUR_FILES --out RUN` "
-        "on your own text."
+        f"\nquickstart finished in {summary['seconds']:.0f}s: dev accuracy "
+        f"{metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}\n"
+        f"  pretrained run: {pretrained}\n  classifier run: {classifier}\n"
+        "Next: `kbl pretrain --corpus YOUR_FILES --out RUN`, then "
+        "`kbl finetune --task classify --train T --dev D --init RUN --out RUN2`."
     )
     return summary
+
+
+def _cmd_finetune(args) -> dict:
+    from keras_bert_lite.training.finetune import finetune
+
+    result = finetune(
+        args.task,
+        args.train,
+        args.dev,
+        args.out,
+        init=args.init,
+        model=args.model,
+        vocab=args.vocab,
+        lowercase=not args.cased,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        patience=args.patience,
+        doc_stride=args.doc_stride,
+        max_query_len=args.max_query_len,
+        seed=args.seed,
+    )
+    return {
+        "run": result.run,
+        "dev": result.metrics,
+        "epochs": result.epochs,
+        "seconds": result.seconds,
+    }
+
+
+def _cmd_evaluate(args) -> dict:
+    from keras_bert_lite.training.finetune import evaluate
+
+    metrics = evaluate(args.model, args.data)
+    print(json.dumps(metrics, indent=2, ensure_ascii=False))
+    return metrics
+
+
+def _cmd_predict(args) -> dict:
+    from keras_bert_lite.training.finetune import predict
+
+    texts = list(args.text)
+    if args.input:
+        with open(args.input, encoding="utf-8") as f:
+            texts += [line.rstrip("\n") for line in f if line.strip()]
+    if not texts:
+        raise KblError("nothing to predict: give TEXT arguments or --input FILE")
+    results = predict(args.model, texts)
+    for r in results:
+        print(json.dumps(r, ensure_ascii=False))
+    return {"predictions": results}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -221,7 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("quickstart", help="the whole path on the built-in default data")
     p.add_argument("--out", default="kbl-quickstart", help="output directory")
-    p.add_argument("--steps", type=_positive_int, default=300)
+    p.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=400,
+        help="pretraining steps (default 400)",
+    )
     p.add_argument("--json", help="also write the summary JSON here")
     p.set_defaults(func=_cmd_quickstart)
 
@@ -284,6 +385,52 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_training_options(p)
     p.set_defaults(func=_cmd_pretrain)
+
+    p = sub.add_parser("finetune", help="fine-tune on a task file")
+    p.add_argument("--task", required=True, choices=["classify", "tag", "qa"])
+    p.add_argument("--train", required=True, help="training file")
+    p.add_argument("--dev", required=True, help="dev file, scored every epoch")
+    p.add_argument(
+        "--init",
+        required=True,
+        help="run directory to start from, or 'random' (needs --vocab)",
+    )
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--model", default="mini", help="preset for --init random")
+    p.add_argument("--vocab", help="vocab.txt for --init random")
+    p.add_argument("--cased", action="store_true", help="with --init random")
+    p.add_argument("--seq-len", type=_positive_int, default=128)
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--epochs", type=_positive_int, default=3)
+    p.add_argument(
+        "--learning-rate",
+        type=float,
+        help="default by model size: 1e-4 (<=256 hidden), 5e-5, 2e-5",
+    )
+    p.add_argument(
+        "--patience",
+        type=_positive_int,
+        default=2,
+        help="stop after this many epochs without a better dev score",
+    )
+    p.add_argument("--doc-stride", type=_positive_int, default=128)
+    p.add_argument("--max-query-len", type=_positive_int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="also write the result JSON here")
+    p.set_defaults(func=_cmd_finetune)
+
+    p = sub.add_parser("evaluate", help="task metrics of a fine-tuned run on a file")
+    p.add_argument("--model", required=True, help="fine-tuned run directory")
+    p.add_argument("--data", required=True, help="labelled task file")
+    p.add_argument("--json", help="also write the metrics JSON here")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("predict", help="predict labels or entities for raw text")
+    p.add_argument("--model", required=True, help="fine-tuned run directory")
+    p.add_argument("text", nargs="*", help="texts to classify or tag")
+    p.add_argument("--input", help="a file with one text per line")
+    p.add_argument("--json", help="also write the predictions JSON here")
+    p.set_defaults(func=_cmd_predict)
     return parser
 
 

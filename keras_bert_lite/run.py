@@ -48,17 +48,51 @@ def load_tokenizer(run: str):
     return BertTokenizer.from_file(os.path.join(run, VOCAB), lowercase=lowercase)
 
 
+def build_task_model(
+    task: str, backbone, num_labels: int, kind: str = "single", dropout: float = 0.1
+):
+    """The fine-tuning model of a task ("classify", "tag" or "qa") on a backbone."""
+    from keras_bert_lite.models import (
+        BertClassifier,
+        BertQuestionAnswerer,
+        BertTokenClassifier,
+    )
+
+    if task == "classify":
+        return BertClassifier(
+            backbone,
+            max(num_labels, 1),
+            multi_label=kind == "multi_label",
+            regression=kind == "regression",
+            dropout=dropout,
+        )
+    if task == "tag":
+        return BertTokenClassifier(backbone, num_labels, dropout=dropout)
+    if task == "qa":
+        return BertQuestionAnswerer(backbone)
+    raise KblError(f"config.json: unknown task {task!r}")
+
+
 def build_model(config: dict, dtype=None):
     """The (untrained) Keras model a run's config describes."""
     from keras_bert_lite.models import BertBackbone, BertPretrainer
 
     model_config = BertConfig.from_dict(config["model"], "config.json: model")
     data_config = DataConfig.from_dict(config["data"], "config.json: data")
-    task = config.get("task")
-    if task != "pretraining":
-        raise KblError(f"config.json: unknown task {task!r}")
     backbone = BertBackbone.from_bert_config(model_config, dtype=dtype)
-    return BertPretrainer(backbone, nsp=data_config.nsp)
+    task = config.get("task")
+    if task == "pretraining":
+        return BertPretrainer(backbone, nsp=data_config.nsp)
+    options = config.get("task_options")
+    if not isinstance(options, dict):
+        raise KblError("config.json: a fine-tuned run needs 'task_options'")
+    return build_task_model(
+        task,
+        backbone,
+        int(options.get("num_labels", 0)),
+        str(options.get("label_kind", "single")),
+        float(options.get("dropout", 0.1)),
+    )
 
 
 def load(run: str, compile: bool = False):

@@ -57,6 +57,33 @@ def test_backbone_outputs_and_padding_does_not_leak():
     )
 
 
+def test_attention_mixes_positions_and_matches_a_reference():
+    """A padding-only check would pass for attention that sees nothing but itself:
+    here a change at one real position must reach every other real position, and the
+    attention must equal a NumPy softmax(QK^T / sqrt(H)) V with masked keys."""
+    from keras import ops
+
+    backbone = tiny_backbone()
+    x, _, _ = batch()
+    inputs = {k: x[k] for k in ("token_ids", "segment_ids", "padding_mask")}
+    changed = dict(inputs, token_ids=inputs["token_ids"].copy())
+    changed["token_ids"][:, 3] = (changed["token_ids"][:, 3] + 1) % VOCAB
+    diff = np.abs(
+        backbone(inputs)["sequence_output"] - backbone(changed)["sequence_output"]
+    ).max(-1)  # (B, T)
+    assert (np.delete(diff[:, :12], 3, axis=1) > 1e-6).all()
+
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.normal(size=(2, 5, 2, 4)).astype("float32") for _ in range(3))
+    keep = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)[:, None, None, :]
+    got = ops.convert_to_numpy(ops.dot_product_attention(q, k, v, mask=keep))
+    scores = np.einsum("btnh,bsnh->bnts", q, k) / 2.0
+    scores = np.where(keep, scores, -np.inf)
+    p = np.exp(scores - scores.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    np.testing.assert_allclose(got, np.einsum("bnts,bsnh->btnh", p, v), atol=1e-5)
+
+
 def test_mlm_head_is_tied_to_the_token_embedding():
     model = BertPretrainer(tiny_backbone())
     names = [w.path for w in model.weights]

@@ -62,8 +62,12 @@ def _prf(tp: int, fp: int, fn: int) -> dict:
     """Precision, recall, F1 and support from counts (0/0 counts as 0)."""
     # 2tp / (2tp + fp + fn) equals 2PR / (P + R) wherever both are defined, and is 0
     # (not NaN) when precision is 0/0 but recall is not.
-    return {"precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn),
-            "f1": _ratio(2 * tp, 2 * tp + fp + fn), "support": int(tp + fn)}
+    return {
+        "precision": _ratio(tp, tp + fp),
+        "recall": _ratio(tp, tp + fn),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "support": int(tp + fn),
+    }
 
 
 def _per_label(counts: Mapping[str, list[int]], labels: Iterable[str]) -> dict:
@@ -79,8 +83,9 @@ def _macro_f1(per_label: Mapping[str, dict], counts: Mapping[str, list[int]]) ->
 
 def _check_lengths(y_true: Sequence, y_pred: Sequence, what: str = "items") -> None:
     if len(y_true) != len(y_pred):
-        raise ValueError(f"y_true has {len(y_true)} {what} but y_pred has "
-                         f"{len(y_pred)}")
+        raise ValueError(
+            f"y_true has {len(y_true)} {what} but y_pred has {len(y_pred)}"
+        )
 
 
 # ---------------------------------------------------------------------------------
@@ -88,8 +93,9 @@ def _check_lengths(y_true: Sequence, y_pred: Sequence, what: str = "items") -> N
 # ---------------------------------------------------------------------------------
 
 
-def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str],
-                           labels: Sequence[str] | None = None) -> dict:
+def classification_metrics(
+    y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str] | None = None
+) -> dict:
     """Accuracy, macro-F1 and per-label scores of single-label predictions.
 
     Args:
@@ -116,14 +122,19 @@ def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str],
     if labels is None:
         labels = sorted(counts)
     per_label = _per_label(counts, labels)
-    return {"accuracy": _ratio(correct, len(y_true)),
-            "macro_f1": _macro_f1(per_label, counts),
-            "per_label": per_label, "count": len(y_true)}
+    return {
+        "accuracy": _ratio(correct, len(y_true)),
+        "macro_f1": _macro_f1(per_label, counts),
+        "per_label": per_label,
+        "count": len(y_true),
+    }
 
 
-def multilabel_metrics(y_true: Sequence[Sequence[str]],
-                       y_pred: Sequence[Sequence[str]],
-                       labels: Sequence[str]) -> dict:
+def multilabel_metrics(
+    y_true: Sequence[Sequence[str]],
+    y_pred: Sequence[Sequence[str]],
+    labels: Sequence[str],
+) -> dict:
     """Micro / macro scores and exact match of multi-label predictions.
 
     Args:
@@ -144,8 +155,9 @@ def multilabel_metrics(y_true: Sequence[Sequence[str]],
         gold, guess = set(gold), set(guess)
         unknown = (gold | guess) - known
         if unknown:
-            raise ValueError(f"example {index} has labels not in `labels`: "
-                             f"{sorted(unknown)}")
+            raise ValueError(
+                f"example {index} has labels not in `labels`: {sorted(unknown)}"
+            )
         exact += gold == guess
         for label in gold & guess:
             counts[label][0] += 1
@@ -156,13 +168,21 @@ def multilabel_metrics(y_true: Sequence[Sequence[str]],
     tp, fp, fn = (sum(c[k] for c in counts.values()) for k in range(3))
     micro = _prf(tp, fp, fn)
     per_label = _per_label(counts, labels)
-    return {"micro_f1": micro["f1"], "macro_f1": _macro_f1(per_label, counts),
-            "micro_precision": micro["precision"], "micro_recall": micro["recall"],
-            "exact_match": _ratio(exact, len(y_true)), "per_label": per_label}
+    return {
+        "micro_f1": micro["f1"],
+        "macro_f1": _macro_f1(per_label, counts),
+        "micro_precision": micro["precision"],
+        "micro_recall": micro["recall"],
+        "exact_match": _ratio(exact, len(y_true)),
+        "per_label": per_label,
+    }
 
 
-def best_threshold(probabilities: np.ndarray, y_true_multi_hot: np.ndarray,
-                   candidates: Sequence[float] | None = None) -> float:
+def best_threshold(
+    probabilities: np.ndarray,
+    y_true_multi_hot: np.ndarray,
+    candidates: Sequence[float] | None = None,
+) -> float:
     """The single decision threshold that maximises micro-F1 (tune it on dev data).
 
     Args:
@@ -177,8 +197,10 @@ def best_threshold(probabilities: np.ndarray, y_true_multi_hot: np.ndarray,
     probabilities = np.asarray(probabilities, dtype=np.float64)
     gold = np.asarray(y_true_multi_hot).astype(bool)
     if probabilities.ndim != 2 or probabilities.shape != gold.shape:
-        raise ValueError(f"probabilities {probabilities.shape} and y_true_multi_hot "
-                         f"{gold.shape} must be the same (n, L) shape")
+        raise ValueError(
+            f"probabilities {probabilities.shape} and y_true_multi_hot "
+            f"{gold.shape} must be the same (n, L) shape"
+        )
     candidates = DEFAULT_THRESHOLDS if candidates is None else tuple(candidates)
     if not candidates:
         raise ValueError("candidates is empty")
@@ -212,14 +234,17 @@ def _split_tags(tags: Sequence[str], scheme: str) -> list[tuple[str, str]]:
         prefix, dash, kind = tag.partition("-")
         if prefix not in prefixes or not dash or not kind:
             expected = ", ".join(f"{p}-TYPE" for p in prefixes)
-            raise ValueError(f"tag {tag!r} at position {position} is not valid in the "
-                             f"{scheme} scheme (expected O, {expected})")
+            raise ValueError(
+                f"tag {tag!r} at position {position} is not valid in the "
+                f"{scheme} scheme (expected O, {expected})"
+            )
         split.append((prefix, kind))
     return split
 
 
-def extract_entities(tags: Sequence[str],
-                     scheme: str = "BIO") -> list[tuple[str, int, int]]:
+def extract_entities(
+    tags: Sequence[str], scheme: str = "BIO"
+) -> list[tuple[str, int, int]]:
     """The entities a tag sequence marks.
 
     Args:
@@ -274,8 +299,11 @@ def extract_entities(tags: Sequence[str],
     return entities
 
 
-def entity_metrics(true_tags: Sequence[Sequence[str]],
-                   pred_tags: Sequence[Sequence[str]], scheme: str = "BIO") -> dict:
+def entity_metrics(
+    true_tags: Sequence[Sequence[str]],
+    pred_tags: Sequence[Sequence[str]],
+    scheme: str = "BIO",
+) -> dict:
     """Micro precision / recall / F1 over exactly matching entities, and per type.
 
     Args:
@@ -292,10 +320,13 @@ def entity_metrics(true_tags: Sequence[Sequence[str]],
     _check_lengths(true_tags, pred_tags, "sentences")
     counts: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0, 0])
     for index, (gold_tags, guess_tags) in enumerate(
-            zip(true_tags, pred_tags, strict=True)):
+        zip(true_tags, pred_tags, strict=True)
+    ):
         if len(gold_tags) != len(guess_tags):
-            raise ValueError(f"sentence {index}: {len(gold_tags)} true tags but "
-                             f"{len(guess_tags)} predicted tags")
+            raise ValueError(
+                f"sentence {index}: {len(gold_tags)} true tags but "
+                f"{len(guess_tags)} predicted tags"
+            )
         try:
             gold = set(extract_entities(gold_tags, scheme))
             guess = set(extract_entities(guess_tags, scheme))
@@ -309,8 +340,12 @@ def entity_metrics(true_tags: Sequence[Sequence[str]],
             counts[kind][2] += 1
     tp, fp, fn = (sum(c[k] for c in counts.values()) for k in range(3))
     micro = _prf(tp, fp, fn)
-    return {"precision": micro["precision"], "recall": micro["recall"],
-            "f1": micro["f1"], "per_type": _per_label(counts, sorted(counts))}
+    return {
+        "precision": micro["precision"],
+        "recall": micro["recall"],
+        "f1": micro["f1"],
+        "per_type": _per_label(counts, sorted(counts)),
+    }
 
 
 # ---------------------------------------------------------------------------------
@@ -341,8 +376,12 @@ def _is_cjk(ch: str) -> bool:
     """A CJK Unified Ideograph (the main block, extension A, compatibility block, or
     the supplementary-plane extensions)."""
     code = ord(ch)
-    return (0x4E00 <= code <= 0x9FFF or 0x3400 <= code <= 0x4DBF
-            or 0xF900 <= code <= 0xFAFF or 0x20000 <= code <= 0x2FA1F)
+    return (
+        0x4E00 <= code <= 0x9FFF
+        or 0x3400 <= code <= 0x4DBF
+        or 0xF900 <= code <= 0xFAFF
+        or 0x20000 <= code <= 0x2FA1F
+    )
 
 
 def _is_punctuation(ch: str) -> bool:
@@ -383,9 +422,11 @@ def _f1(gold: list[str], guess: list[str]) -> float:
     return _ratio(2 * same, len(gold) + len(guess))  # = 2PR / (P + R)
 
 
-def squad_metrics(predictions: Mapping[str, str],
-                  references: Mapping[str, list[str]],
-                  chinese: bool | None = None) -> dict:
+def squad_metrics(
+    predictions: Mapping[str, str],
+    references: Mapping[str, list[str]],
+    chinese: bool | None = None,
+) -> dict:
     """Exact match and token F1 (percent), as the official SQuAD v2.0 script.
 
     Args:
@@ -407,13 +448,15 @@ def squad_metrics(predictions: Mapping[str, str],
     scores: dict[str, list[tuple[float, float]]] = {"HasAns": [], "NoAns": []}
     for qid, answers in references.items():
         if isinstance(answers, str):
-            raise ValueError(f"references[{qid!r}] must be a list of answers, not a "
-                             "string")
+            raise ValueError(
+                f"references[{qid!r}] must be a list of answers, not a string"
+            )
         prediction = predictions.get(qid, "")
         use_chinese = chinese
         if use_chinese is None:
-            use_chinese = any(_is_cjk(ch) for text in (*answers, prediction)
-                              for ch in text)
+            use_chinese = any(
+                _is_cjk(ch) for text in (*answers, prediction) for ch in text
+            )
         guess = _tokens(prediction, use_chinese)
         # As in v2.0: gold answers that normalise to nothing are dropped, and a
         # question left without any is unanswerable.
@@ -425,9 +468,11 @@ def squad_metrics(predictions: Mapping[str, str],
         scores[kind].append((exact, f1))
 
     def summary(rows: list[tuple[float, float]], prefix: str = "") -> dict:
-        return {f"{prefix}exact": 100.0 * _ratio(sum(r[0] for r in rows), len(rows)),
-                f"{prefix}f1": 100.0 * _ratio(sum(r[1] for r in rows), len(rows)),
-                f"{prefix}total": len(rows)}
+        return {
+            f"{prefix}exact": 100.0 * _ratio(sum(r[0] for r in rows), len(rows)),
+            f"{prefix}f1": 100.0 * _ratio(sum(r[1] for r in rows), len(rows)),
+            f"{prefix}total": len(rows),
+        }
 
     result = summary(scores["HasAns"] + scores["NoAns"])
     for kind, rows in scores.items():

@@ -229,7 +229,10 @@ def pretrain(
     held_out_ds = (
         dataset("held_out", repeat=False) if data_config.held_out > 0 else None
     )
-    if held_out_ds is not None and next(iter(held_out_ds), None) is None:
+    # One pass counts the held-out batches: Keras then knows where evaluation ends
+    # (and an empty share is caught before training starts).
+    validation_steps = sum(1 for _ in held_out_ds) if held_out_ds is not None else 0
+    if held_out_ds is not None and validation_steps == 0:
         log("note: no documents fell in the held-out share; skipping evaluation")
         held_out_ds = None
 
@@ -278,6 +281,7 @@ def pretrain(
             steps_per_epoch=eval_every,
             initial_epoch=initial_epoch,
             validation_data=held_out_ds,
+            validation_steps=validation_steps or None,
             callbacks=callbacks,
             verbose=verbose,
             shuffle=False,

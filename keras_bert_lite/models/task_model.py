@@ -1,0 +1,83 @@
+"""What every fine-tuning model shares: a backbone, a head, and a loss over weighted
+labels (so padding and the non-first pieces of a word never count)."""
+
+import keras
+from keras import ops
+
+
+class TaskModel(keras.Model):
+    """Base for task models: subclasses build their functional graph and set
+    `self.loss_kind`.
+
+    Targets are `{"labels": ...}` and sample weights `{"label_weights": ...}`
+    (optional), as `kbl.data.tasks` yields them. `loss_kind` is "sparse" (softmax
+    cross-entropy on integer labels, per example or per token), "binary" (sigmoid,
+    multi-hot labels) or "mse" (regression).
+    """
+
+    loss_kind = "sparse"
+    logits_key = "logits"
+    config_keys: tuple[str, ...] = ()  # constructor arguments besides the backbone
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            **{key: getattr(self, key) for key in self.config_keys},
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)
+
+    def _init_trackers(self):
+        self.task_loss = keras.metrics.Mean(name="task_loss")
+        self.task_accuracy = keras.metrics.Mean(name="accuracy")
+
+    @property
+    def metrics(self):
+        return super().metrics + [self.task_loss, self.task_accuracy]
+
+    def _per_item(self, y, y_pred):
+        logits = y_pred[self.logits_key]
+        labels = y["labels"]
+        if self.loss_kind == "sparse":
+            loss = keras.losses.sparse_categorical_crossentropy(
+                labels, logits, from_logits=True
+            )
+            hit = ops.cast(
+                ops.argmax(logits, axis=-1) == ops.cast(labels, "int32"), "float32"
+            )
+        elif self.loss_kind == "binary":
+            labels = ops.cast(labels, "float32")
+            loss = ops.mean(
+                ops.binary_crossentropy(labels, logits, from_logits=True), -1
+            )
+            hit = ops.cast(ops.all((logits > 0) == (labels > 0.5), axis=-1), "float32")
+        else:
+            prediction = ops.squeeze(logits, -1)
+            loss = ops.square(prediction - ops.cast(labels, "float32"))
+            hit = ops.zeros_like(loss)
+        return loss, hit
+
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
+        loss, hit = self._per_item(y, y_pred)
+        if sample_weight is not None and "label_weights" in sample_weight:
+            weights = ops.cast(sample_weight["label_weights"], "float32")
+        else:
+            weights = ops.ones_like(loss)
+        total = ops.maximum(ops.sum(weights), 1.0)
+        mean_loss = ops.sum(loss * weights) / total
+        self.task_loss.update_state(mean_loss, sample_weight=ops.sum(weights))
+        self.task_accuracy.update_state(
+            ops.sum(hit * weights) / total, sample_weight=ops.sum(weights)
+        )
+        return mean_loss
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        return self.get_metrics_result()

@@ -1,0 +1,533 @@
+"""Fine-tuning data: readers, features for the three tasks, and the way back."""
+
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+
+from keras_bert_lite.data.tasks import (
+    QAExample,
+    QAStats,
+    check_labels,
+    collect_labels,
+    decode_squad,
+    detect_scheme,
+    encode_classification,
+    encode_squad,
+    encode_tagging,
+    merge_tagging_predictions,
+    read_classification,
+    read_conll,
+    read_labels,
+    read_squad,
+    write_labels,
+)
+from keras_bert_lite.errors import KblError
+from keras_bert_lite.text import SPECIAL_TOKENS, BertTokenizer
+from tests.conftest import shared_file
+
+WORDS = (
+    "the a is in of cat dog run walk hello world un ##aff ##able ##s ##ing "
+    ", . ! ? where which cafe muller zurich "
+    "中 国 我 爱 北 京 天 安 门 。 哪 里 饭 店 在"
+).split()
+VOCAB = list(SPECIAL_TOKENS) + WORDS
+PAD, UNK, CLS, SEP = 0, 1, 2, 3
+
+
+def ids(*tokens: str) -> list[int]:
+    return [VOCAB.index(t) for t in tokens]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return BertTokenizer(VOCAB)
+
+
+def write(tmp_path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def gold_logits(features, high=10.0):
+    """Logits peaking at the gold start/end of each window ([CLS] where it has none)."""
+    start = np.full(features.token_ids.shape, -high, np.float32)
+    end = start.copy()
+    rows = np.arange(len(features))
+    start[rows, features.start_positions] = high
+    end[rows, features.end_positions] = high
+    return start, end
+
+
+# === Token classification ===
+
+
+def test_first_piece_of_each_word_carries_its_tag_and_maps_back(tokenizer):
+    # A word that tokenizes to nothing must still get one piece.
+    assert tokenizer(["\u200b"]).row_lengths().numpy().tolist() == [0]
+    words = ["Unaffable", "cats", "中", "国", "xylophone", "\u200b", "run"]
+    tags = ["B-PER", "I-PER", "B-LOC", "I-LOC", "O", "O", "O"]
+    labels = collect_labels([(words, tags)])
+    assert labels == ["B-LOC", "B-PER", "I-LOC", "I-PER", "O"]
+    f = encode_tagging([words], [tags], tokenizer, seq_len=14, label_index=labels)
+    assert len(f) == 1
+    assert f.token_ids[0].tolist() == (
+        [CLS]
+        + ids("un", "##aff", "##able", "cat", "##s", "中", "国")
+        + [UNK, UNK]
+        + ids("run")
+        + [SEP, PAD, PAD]
+    )
+    assert f.labels[0].tolist() == [0, 1, 0, 0, 3, 0, 0, 2, 4, 4, 4, 0, 0, 0]
+    assert f.label_weights[0].tolist() == [0, 1, 0, 0, 1, 0, 1, 1, 1, 1, 1, 0, 0, 0]
+    assert f.word_index[0].tolist() == [-1, 0, 0, 0, 1, 1, 2, 3, 4, 5, 6, -1, -1, -1]
+    assert f.padding_mask[0].tolist() == [1] * 12 + [0, 0]
+    assert f.segment_ids.sum() == 0
+    assert merge_tagging_predictions(f, f.labels, [7]) == [[1, 3, 0, 2, 4, 4, 4]]
+    # Without tags: the same positions predict, nothing is labelled.
+    g = encode_tagging([words], None, tokenizer, seq_len=14, label_index=None)
+    assert (g.label_weights == f.label_weights).all() and g.labels.sum() == 0
+
+
+def test_long_sentence_is_windowed_and_each_word_predicted_by_its_max_context_window(
+    tokenizer,
+):
+    words = ["cat", "dog", "run", "walk"] * 6  # 24 pieces: three times seq_len
+    f = encode_tagging([words], None, tokenizer, seq_len=8, label_index=None)
+    # Windows of 6 pieces, 3 apart: starts 0, 3, ..., 18.
+    assert len(f) == 7 and f.sentence_index.tolist() == [0] * 7
+    assert f.word_index[:, 1].tolist() == [0, 3, 6, 9, 12, 15, 18]
+    assert f.label_weights.sum() == 24
+    # Window r votes label r everywhere: the merge says which window owns each word.
+    scores = np.zeros(f.token_ids.shape + (7,), np.float32)
+    scores[np.arange(7), :, np.arange(7)] = 1.0
+    owners = merge_tagging_predictions(f, scores, [24])
+    assert owners == [
+        [0] * 5 + [1] * 3 + [2] * 3 + [3] * 3 + [4] * 3 + [5] * 3 + [6] * 4
+    ]
+
+
+def test_multi_piece_words_in_long_sentences_get_exactly_one_prediction(tokenizer):
+    long = ["unaffable", "cat", "walking"] * 10  # 60 pieces, seq_len 20
+    short = ["hello", "world"]
+    tags = [["O"] * 30, ["O", "O"]]
+    f = encode_tagging(
+        [long, short], tags, tokenizer, seq_len=20, label_index=["O"], stride=5
+    )
+    assert f.sentence_index.tolist() == [0] * 10 + [1]  # starts 0, 5, ..., 45
+    for s, n in ((0, 30), (1, 2)):
+        rows = f.sentence_index == s
+        weighted = f.word_index[rows][f.label_weights[rows] > 0]
+        assert sorted(weighted.tolist()) == list(range(n))  # once each
+    predicting = f.token_ids[f.label_weights > 0]
+    assert not any(VOCAB[i].startswith("##") for i in predicting.tolist())
+    predictions = np.where(f.word_index >= 0, f.word_index % 5, 0)
+    assert merge_tagging_predictions(f, predictions, [30, 2]) == [
+        [j % 5 for j in range(30)],
+        [0, 1],
+    ]
+
+
+# === Sentence (pair) classification ===
+
+
+def test_pairs_are_truncated_longest_first_from_the_end(tokenizer):
+    records = [
+        {"text_a": "the cat the dog the cat", "text_b": "run walk", "label": "x"},
+        {
+            "text_a": "the cat the dog the cat",
+            "text_b": "hello world " * 3,
+            "label": "y",
+        },
+        {
+            "text_a": "run walk",
+            "text_b": "the cat the dog the cat the dog the",
+            "label": "x",
+        },
+    ]
+    f = encode_classification(records, tokenizer, seq_len=10, label_index=["x", "y"])
+    assert f["token_ids"].tolist() == [
+        [CLS]
+        + ids("the", "cat", "the", "dog", "the")
+        + [SEP]
+        + ids("run", "walk")
+        + [SEP],
+        [CLS]
+        + ids("the", "cat", "the", "dog")
+        + [SEP]
+        + ids("hello", "world", "hello")
+        + [SEP],
+        [CLS]
+        + ids("run", "walk")
+        + [SEP]
+        + ids("the", "cat", "the", "dog", "the")
+        + [SEP],
+    ]
+    assert f["segment_ids"].tolist() == [
+        [0] * 7 + [1] * 3,
+        [0] * 6 + [1] * 4,
+        [0] * 4 + [1] * 6,
+    ]
+    assert f["padding_mask"].min() == 1
+    assert f["labels"].tolist() == [0, 1, 0]
+
+
+def test_single_texts_regression_and_multi_label(tokenizer):
+    f = encode_classification(
+        [
+            {"text": "Hello world, hello world!", "label": 0.5},
+            {"text": "cat", "label": 2.0},
+        ],
+        tokenizer,
+        seq_len=6,
+    )
+    assert f["token_ids"].tolist() == [
+        [CLS] + ids("hello", "world", ",", "hello") + [SEP],
+        [CLS] + ids("cat") + [SEP, PAD, PAD, PAD],
+    ]
+    assert f["padding_mask"][1].tolist() == [1, 1, 1, 0, 0, 0]
+    assert f["labels"].dtype == np.float32 and f["labels"].tolist() == [0.5, 2.0]
+    g = encode_classification(
+        [{"text": "cat", "label": ["a", "c"]}, {"text": "dog", "label": []}],
+        tokenizer,
+        seq_len=6,
+        label_index=["a", "b", "c"],
+    )
+    assert g["labels"].tolist() == [[1, 0, 1], [0, 0, 0]]
+
+
+# === Extractive QA ===
+
+
+def qa_examples():
+    cafe = "Café Müller, in Zürich!"
+    return [
+        QAExample("q1", "Where is Café Müller?", cafe, [("Zürich", 16)]),
+        QAExample("q2", "Which café is in Zürich?", cafe, [("Café Müller", 0)]),
+        QAExample("q3", "哪里?", "我爱北京天安门。", [("天安门", 4)]),
+        QAExample("q4", "where?", "北京饭店在Zürich。", [("Zürich", 5)]),
+        QAExample("q5", "where?", cafe, [], is_impossible=True),
+    ]
+
+
+def test_character_offsets_survive_tokens_and_spans_with_accents_and_chinese(tokenizer):
+    examples = qa_examples()
+    f = encode_squad(examples, tokenizer, seq_len=24, doc_stride=8, max_query_len=8)
+    assert f.example_index.tolist() == [0, 1, 2, 3, 4]
+    assert f.token_ids[0, :14].tolist() == (
+        [CLS]
+        + ids("where", "is", "cafe", "muller", "?")
+        + [SEP]
+        + ids("cafe", "muller", ",", "in", "zurich", "!")
+        + [SEP]
+    )
+    assert f.segment_ids[0, :15].tolist() == [0] * 7 + [1] * 7 + [0]
+    cafe_chars = [[0, 4], [5, 11], [11, 12], [13, 15], [16, 22], [22, 23]]
+    assert f.token_to_char[0, 7:13].tolist() == cafe_chars
+    assert (f.token_to_char[0, :7] == -1).all()
+    assert (f.token_to_char[0, 13:] == -1).all()
+    assert f.token_to_char[2, 5:13].tolist() == [[i, i + 1] for i in range(8)]
+    assert f.token_to_char[3, 4:11].tolist() == [
+        [0, 1],
+        [1, 2],
+        [2, 3],
+        [3, 4],
+        [4, 5],
+        [5, 11],
+        [11, 12],
+    ]
+    assert f.start_positions.tolist() == [11, 8, 9, 9, 0]
+    assert f.end_positions.tolist() == [11, 9, 11, 9, 0]
+    assert f.max_context[0, 7:13].all()
+
+    answers = decode_squad(f, *gold_logits(f), examples)
+    assert answers["q1"] == {"text": "Zürich", "start": 16, "end": 22, "score": 20.0}
+    assert answers["q2"]["text"] == "Café Müller"
+    assert (answers["q2"]["start"], answers["q2"]["end"]) == (0, 11)
+    assert answers["q3"]["text"] == "天安门"
+    assert (answers["q4"]["text"], answers["q4"]["start"]) == ("Zürich", 5)
+    assert answers["q5"] == {"text": "", "start": -1, "end": -1, "score": 20.0}
+
+
+def test_null_answer_wins_only_by_more_than_the_threshold(tokenizer):
+    example = qa_examples()[:1]
+    f = encode_squad(example, tokenizer, seq_len=24, max_query_len=8)
+    start = np.zeros(f.token_ids.shape, np.float32)
+    end = start.copy()
+    start[0, 11] = end[0, 11] = 2.0  # span "Zürich" scores 4
+    start[0, 0] = end[0, 0] = 3.0  # null scores 6
+    assert decode_squad(f, start, end, example)["q1"]["text"] == ""
+    assert decode_squad(f, start, end, example, null_threshold=2.5)["q1"]["text"] == (
+        "Zürich"
+    )
+    assert (
+        decode_squad(f, start, end, example, null_threshold=math.inf)["q1"]["score"]
+        == 4.0
+    )
+
+
+def fixture_vocabulary(examples) -> list[str]:
+    words = set()
+    for ex in examples:
+        words.update(re.findall(r"\w+|[^\w\s]", f"{ex.question} {ex.context}".lower()))
+    # The gold answer "Father Julius Nieuwl" stops inside "Nieuwland": split the word
+    # into pieces so the answer ends on a piece boundary and can round-trip exactly.
+    words.discard("nieuwland")
+    return list(SPECIAL_TOKENS) + sorted(words) + ["nieuwl", "##and"]
+
+
+def test_squad_fixture_answers_round_trip_through_features_and_decoding():
+    stats = QAStats()
+    examples = read_squad(shared_file("qa", "en", "squad_fixture.json"), stats)
+    assert len(examples) == 5 and stats.fixed_offsets == 0 and stats.impossible == 0
+    assert examples[1].answers[0] == ("a golden statue of the Virgin Mary", 92)
+    assert len(examples[1].answers) == 3
+    tok = BertTokenizer(fixture_vocabulary(examples))
+    for seq_len, stride in ((384, 128), (64, 16)):
+        f = encode_squad(
+            examples, tok, seq_len=seq_len, doc_stride=stride, max_query_len=24
+        )
+        found = set()
+        for r in np.flatnonzero(f.start_positions):
+            ex = examples[f.example_index[r]]
+            s, e = f.start_positions[r], f.end_positions[r]
+            text = ex.context[f.token_to_char[r, s, 0] : f.token_to_char[r, e, 1]]
+            assert text == ex.answers[0][0]
+            found.add(ex.id)
+        assert found == {ex.id for ex in examples}
+        if seq_len == 64:  # windows that do not hold the answer point at [CLS]
+            assert len(f) > 10 and (f.start_positions == 0).sum() > 5
+        answers = decode_squad(f, *gold_logits(f), examples)
+        for ex in examples:
+            text, start = ex.answers[0]
+            assert answers[ex.id]["text"] == text
+            assert answers[ex.id]["start"] == start
+
+
+def test_unanswerable_questions_point_at_cls(tmp_path, tokenizer):
+    data = {
+        "version": "v2.0",
+        "data": [
+            {
+                "title": "t",
+                "paragraphs": [
+                    {
+                        "context": "the cat walk in the world " * 8,
+                        "qas": [
+                            {
+                                "id": "n1",
+                                "question": "where is the dog?",
+                                "answers": [],
+                                "is_impossible": True,
+                            },
+                            {
+                                "id": "p1",
+                                "question": "which cat?",
+                                "is_impossible": False,
+                                "answers": [{"text": "cat walk", "answer_start": 4}],
+                            },
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    examples = read_squad(write(tmp_path, "v2.json", json.dumps(data)))
+    assert examples[0].is_impossible and examples[0].answers == []
+    f = encode_squad(examples, tokenizer, seq_len=24, doc_stride=6, max_query_len=8)
+    rows = f.example_index == 0
+    assert rows.sum() > 1
+    assert (f.start_positions[rows] == 0).all() and (f.end_positions[rows] == 0).all()
+    answers = decode_squad(f, *gold_logits(f), examples)
+    assert answers["n1"]["text"] == "" and answers["n1"]["start"] == -1
+    assert answers["p1"]["text"] == "cat walk"
+
+
+# === Readers and label files ===
+
+
+def test_classification_readers_jsonl_csv_tsv(tmp_path):
+    path = write(
+        tmp_path,
+        "a.jsonl",
+        '{"text": "fine", "label": "pos"}\n\n{"text": "bad", "label": "neg"}\n',
+    )
+    assert read_classification(path) == [
+        {"text": "fine", "label": "pos", "line": 1},
+        {"text": "bad", "label": "neg", "line": 3},
+    ]
+    path = write(tmp_path, "b.csv", 'text,label\n"fine, really",pos\nbad,neg\n')
+    assert [r["text"] for r in read_classification(path)] == ["fine, really", "bad"]
+    path = write(tmp_path, "c.tsv", "text_a\ttext_b\tlabel\nA\tB\tsame\n")
+    assert read_classification(path) == [
+        {"text_a": "A", "text_b": "B", "label": "same", "line": 2}
+    ]
+    path = write(
+        tmp_path, "e.jsonl", '{"text": "x", "label": 1}\n{"text": "y", "label": 0}\n'
+    )
+    # GLUE-style whole-number labels are classes, not regression targets.
+    assert [r["label"] for r in read_classification(path)] == ["1", "0"]
+    path = write(
+        tmp_path,
+        "d.jsonl",
+        '{"text": "x", "label": 3.5}\n{"text": "y", "label": ["a", "b"]}\n',
+    )
+    with pytest.raises(
+        KblError,
+        match=r"d.jsonl:2: a multi-label label, but line 1 "
+        "has a regression label",
+    ):
+        read_classification(path)
+
+
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        (
+            '{"text": "a", "label": "x"}\n{"text": "b", label: "x"}\n',
+            r"bad.jsonl:2: not valid JSON",
+        ),
+        ('{"label": "x"}\n', r"bad.jsonl:1: field 'text' is missing"),
+        (
+            '{"text": "a", "label": "x"}\n{"text": "b"}\n',
+            r"bad.jsonl:2: missing 'label'",
+        ),
+        (
+            '{"text": "a", "label": "x"}\n'
+            '{"text_a": "a", "text_b": "b", "label": "x"}\n',
+            r"bad.jsonl:2: a pair \(text_a, text_b\) record, but line 1 is a "
+            "single-text",
+        ),
+    ],
+)
+def test_classification_reader_errors_name_the_line(tmp_path, lines, message):
+    with pytest.raises(KblError, match=message):
+        read_classification(write(tmp_path, "bad.jsonl", lines))
+
+
+def test_conll_reader_tags_and_errors(tmp_path):
+    path = write(
+        tmp_path,
+        "a.conll",
+        "-DOCSTART-\tO\n\nJohn\tB-PER\nlives\tO\n\n\nin O\nParis B-LOC\n",
+    )  # a space separates where there is no tab
+    assert read_conll(path) == [
+        (["John", "lives"], ["B-PER", "O"]),
+        (["in", "Paris"], ["O", "B-LOC"]),
+    ]
+    assert detect_scheme([["B-PER", "I-PER", "O"]]) == "BIO"
+    assert detect_scheme([["S-PER", "O"], ["B-LOC", "E-LOC"]]) == "BIOES"
+    with pytest.raises(KblError, match="'PER' is neither"):
+        detect_scheme([["PER"]])
+    bad = write(tmp_path, "bad.conll", "John\tB-PER\nlives\tO\n\nin\tO\tX\n")
+    with pytest.raises(KblError, match=r"bad.conll:4: 3 fields where 2 are expected"):
+        read_conll(bad)
+    bad = write(tmp_path, "bad1.conll", "John\tB-PER\nlives\n")
+    with pytest.raises(KblError, match=r"bad1.conll:2: 1 field where 2"):
+        read_conll(bad)
+
+
+def squad_file(tmp_path, answer_start: int) -> str:
+    data = {
+        "data": [
+            {
+                "paragraphs": [
+                    {
+                        "context": "In 1882, Albert Zahm built a wind tunnel.",
+                        "qas": [
+                            {
+                                "id": "q-ok",
+                                "question": "When?",
+                                "answers": [{"text": "1882", "answer_start": 3}],
+                            },
+                            {
+                                "id": "q-7",
+                                "question": "Who?",
+                                "answers": [
+                                    {
+                                        "text": "Albert Zahm",
+                                        "answer_start": answer_start,
+                                    }
+                                ],
+                            },
+                        ],
+                    }
+                ]
+            }
+        ]
+    }
+    return write(tmp_path, "squad.json", json.dumps(data))
+
+
+def test_squad_offsets_off_by_two_are_fixed_and_larger_mismatches_name_the_id(
+    tmp_path, caplog
+):
+    stats = QAStats()
+    examples = read_squad(squad_file(tmp_path, 11), stats)
+    assert examples[1].answers == [("Albert Zahm", 9)] and stats.fixed_offsets == 1
+    assert "1 answer_start offset(s)" in caplog.text
+    with pytest.raises(
+        KblError,
+        match=r"question q-7: answer 'Albert Zahm' is not at "
+        r"answer_start 14 .* occurs at character 9",
+    ):
+        read_squad(squad_file(tmp_path, 14))
+
+
+def test_labels_round_trip_and_unknown_labels_name_file_and_line(tmp_path):
+    path = write(
+        tmp_path,
+        "dev.jsonl",
+        '{"text": "a", "label": "pos"}\n'
+        '{"text": "b", "label": "neg"}\n\n{"text": "c", "label": "meh"}\n',
+    )
+    records = read_classification(path)
+    labels_path = str(tmp_path / "run" / "labels.txt")
+    write_labels(labels_path, ["neg", "pos"])
+    assert read_labels(labels_path) == ["neg", "pos"]
+    assert collect_labels(records) == ["meh", "neg", "pos"]
+    with pytest.raises(
+        KblError,
+        match=r"dev.jsonl:4: label 'meh' is not one the model "
+        "knows",
+    ):
+        check_labels(records, read_labels(labels_path), path)
+    sentences = [(["a"], ["O"]), (["b", "c"], ["O", "B-X"])]
+    with pytest.raises(KblError, match=r"ner.conll:2: label 'B-X'"):
+        check_labels(sentences, ["O"], "ner.conll")
+
+
+def test_constrained_viterbi_never_puts_i_after_o_or_another_type():
+    from keras_bert_lite.data.tasks import allowed_transitions, viterbi_decode
+
+    labels = ["B-LOC", "B-PER", "I-LOC", "I-PER", "O"]
+    start, trans, end = allowed_transitions(labels, "BIO")
+    # Greedy argmax would give O I-PER I-PER: an entity starting with I-.
+    log_probs = np.log(
+        np.array(
+            [
+                [0.05, 0.05, 0.05, 0.05, 0.80],
+                [0.05, 0.30, 0.05, 0.55, 0.05],
+                [0.05, 0.05, 0.05, 0.80, 0.05],
+            ]
+        )
+    )
+    best = [labels[i] for i in viterbi_decode(log_probs, start, trans, end)]
+    assert best == ["O", "B-PER", "I-PER"]
+    # I-LOC after B-PER is not allowed either: the type must continue.
+    assert not trans[labels.index("B-PER"), labels.index("I-LOC")]
+    assert trans[labels.index("B-LOC"), labels.index("I-LOC")]
+
+    bioes = ["B-X", "E-X", "I-X", "O", "S-X"]
+    start, trans, end = allowed_transitions(bioes, "BIOES")
+    # A lone B-X at the end is ill-formed in BIOES: S-X is the allowed reading.
+    log_probs = np.log(
+        np.array([[0.05, 0.05, 0.05, 0.8, 0.05], [0.6, 0.05, 0.05, 0.05, 0.25]])
+    )
+    assert [bioes[i] for i in viterbi_decode(log_probs, start, trans, end)] == [
+        "O",
+        "S-X",
+    ]

@@ -1,0 +1,567 @@
+"""`finetune()`, `evaluate()` and `predict()` for the BERT task families.
+
+Tasks:
+- "classify": sentence or sentence-pair classification from [CLS] (JSONL/CSV/TSV with
+  `text` or `text_a`/`text_b` and `label`); a list of labels per record makes it
+  multi-label (sigmoid, a decision threshold tuned on dev), a number makes it
+  regression.
+- "tag": token classification (CoNLL `token<TAB>tag`, BIO or BIOES).
+- "qa": extractive question answering (SQuAD v1.1 / v2.0 JSON).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from keras_bert_lite import run as run_dir
+from keras_bert_lite.config import CONFIG_VERSION, BertConfig, DataConfig, TrainConfig
+from keras_bert_lite.errors import KblError
+from keras_bert_lite.io import atomic_path, write_json
+
+TASKS = ("classify", "tag", "qa")
+
+
+@dataclasses.dataclass
+class FinetuneResult:
+    run: str  # the run directory written
+    metrics: dict  # the best dev metrics
+    epochs: int  # epochs trained
+    seconds: float
+
+
+@dataclasses.dataclass
+class TaskData:
+    """A task file read and encoded: the model features and what maps them back."""
+
+    inputs: dict  # token_ids, segment_ids, padding_mask
+    targets: dict  # task targets by name
+    weights: dict | None  # {"label_weights": ...} where some positions do not count
+    records: Any  # the records as read (for decoding and metrics)
+    features: Any = None  # TaggingFeatures / QAFeatures for decoding
+
+
+def _read(task: str, path: str):
+    from keras_bert_lite.data import tasks
+
+    if task == "classify":
+        return tasks.read_classification(path)
+    if task == "tag":
+        return tasks.read_conll(path)
+    if task == "qa":
+        return tasks.read_squad(path)
+    raise KblError(f"unknown task '{task}': choose one of {', '.join(TASKS)}")
+
+
+def _labels(task: str, records) -> list[str]:
+    from keras_bert_lite.data import tasks
+
+    if task == "qa":
+        return []
+    if task == "tag":
+        return sorted({t for _, tags in records for t in tags})
+    return tasks.collect_labels(records)
+
+
+def _encode(task: str, records, tokenizer, labels, options: dict) -> TaskData:
+    from keras_bert_lite.data import tasks
+
+    seq_len = options["seq_len"]
+    if task == "classify":
+        encoded = tasks.encode_classification(
+            records, tokenizer, seq_len, labels or None
+        )
+        inputs = {k: encoded[k] for k in ("token_ids", "segment_ids", "padding_mask")}
+        return TaskData(inputs, {"labels": encoded["labels"]}, None, records)
+    if task == "tag":
+        features = tasks.encode_tagging(
+            [w for w, _ in records], [t for _, t in records], tokenizer, seq_len, labels
+        )
+        return TaskData(
+            features.inputs(),
+            {"labels": features.labels},
+            {"label_weights": features.label_weights},
+            records,
+            features,
+        )
+    features = tasks.encode_squad(
+        records, tokenizer, seq_len, options["doc_stride"], options["max_query_len"]
+    )
+    return TaskData(
+        features.inputs(),
+        {
+            "start_positions": features.start_positions,
+            "end_positions": features.end_positions,
+        },
+        None,
+        records,
+        features,
+    )
+
+
+def _label_kind(records) -> str:
+    label = records[0].get("label") if records else None
+    if isinstance(label, list):
+        return "multi_label"
+    if isinstance(label, float):
+        return "regression"
+    return "single"
+
+
+def _predict_outputs(model, inputs: dict, batch_size: int) -> dict:
+    return model.predict(inputs, batch_size=batch_size, verbose=0)
+
+
+def score(
+    task: str,
+    model,
+    data: TaskData,
+    labels: list[str],
+    options: dict,
+    batch_size: int = 64,
+) -> tuple[dict, Any]:
+    """Runs the model over encoded data; returns (metrics, predictions)."""
+    from keras_bert_lite.training import metrics as m
+
+    from keras_bert_lite.data import tasks
+
+    out = _predict_outputs(model, data.inputs, batch_size)
+    if task == "classify":
+        kind = options.get("label_kind", "single")
+        if kind == "regression":
+            values = np.asarray(out["probabilities"]).reshape(-1)
+            truth = np.asarray(data.targets["labels"], "float64")
+            mse = float(np.mean((values - truth) ** 2))
+            return {"mse": mse, "count": len(values)}, values.tolist()
+        probabilities = np.asarray(out["probabilities"])
+        if kind == "multi_label":
+            threshold = options.get("threshold", 0.5)
+            predicted = [
+                [labels[j] for j in np.nonzero(p >= threshold)[0]]
+                for p in probabilities
+            ]
+            truth = [r["label"] for r in data.records]
+            result = m.multilabel_metrics(truth, predicted, labels)
+            result["threshold"] = threshold
+            return result, predicted
+        predicted = [labels[i] for i in probabilities.argmax(-1)]
+        truth = [r["label"] for r in data.records]
+        return m.classification_metrics(truth, predicted, labels), predicted
+    if task == "tag":
+        scheme = options.get("scheme", "BIO")
+        ids = decode_tags(
+            data.features,
+            np.asarray(out["logits"]),
+            [len(words) for words, _ in data.records],
+            labels,
+            scheme,
+        )
+        predicted = [[labels[i] for i in sentence] for sentence in ids]
+        truth = [t for _, t in data.records]
+        return m.entity_metrics(truth, predicted, scheme), predicted
+    answers = tasks.decode_squad(
+        data.features,
+        np.asarray(out["start_logits"]),
+        np.asarray(out["end_logits"]),
+        data.records,
+        null_threshold=options.get("null_threshold", 0.0),
+    )
+    predictions = {qid: a["text"] for qid, a in answers.items()}
+    references = {ex.id: [t for t, _ in ex.answers] for ex in data.records}
+    return m.squad_metrics(predictions, references), answers
+
+
+def decode_tags(
+    features,
+    logits: np.ndarray,
+    num_words: Sequence[int],
+    labels: Sequence[str],
+    scheme: str,
+) -> list[list[int]]:
+    """Per-word tag ids by Viterbi over the word scores, allowing only sequences the
+    tag scheme permits (no `I-X` after `O` or after another type)."""
+    from keras_bert_lite.data import tasks
+
+    shifted = logits - logits.max(-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    start, trans, end = tasks.allowed_transitions(labels, scheme)
+    return [
+        tasks.viterbi_decode(w, start, trans, end)
+        for w in tasks.word_scores(features, log_probs, num_words)
+    ]
+
+
+def _main_metric(task: str, metrics: dict, kind: str = "single") -> float:
+    if task == "classify":
+        if kind == "regression":
+            return -metrics["mse"]
+        return metrics["micro_f1"] if kind == "multi_label" else metrics["macro_f1"]
+    return metrics["f1"]
+
+
+def _load_backbone(init: str, model: str, vocab: str | None, lowercase: bool):
+    """(backbone, tokenizer, model config) from a run directory or, for "random", a
+    preset/config.json and a vocabulary file."""
+    from keras_bert_lite.models import BertBackbone
+    from keras_bert_lite.text import BertTokenizer, read_vocabulary
+
+    if init == "random":
+        if vocab is None:
+            raise KblError(
+                "--init random needs --vocab FILE (learn one with kbl vocab)"
+            )
+        tokenizer = BertTokenizer(read_vocabulary(vocab), lowercase)
+        if os.path.isfile(model):
+            from keras_bert_lite.io import read_json
+
+            config = BertConfig.from_dict(read_json(model), where=model)
+        else:
+            config = BertConfig.from_preset(
+                model, vocabulary_size=tokenizer.vocabulary_size
+            )
+        return BertBackbone.from_bert_config(config), tokenizer, config
+    config = run_dir.read_config(init)
+    source = run_dir.load(init)
+    tokenizer = run_dir.load_tokenizer(init)
+    backbone = source.backbone
+    return backbone, tokenizer, backbone.bert_config()
+
+
+def finetune(
+    task: str,
+    train: str,
+    dev: str,
+    out: str,
+    *,
+    init: str = "random",
+    model: str = "mini",
+    vocab: str | None = None,
+    lowercase: bool = True,
+    seq_len: int = 128,
+    batch_size: int = 32,
+    epochs: int = 3,
+    learning_rate: float | None = None,
+    warmup: float = 0.1,
+    weight_decay: float = 0.01,
+    patience: int = 2,
+    doc_stride: int = 128,
+    max_query_len: int = 64,
+    dropout: float = 0.1,
+    seed: int = 0,
+    precision: str = "auto",
+    jit_compile: bool | str = "auto",
+    log: Callable[[str], None] = print,
+    verbose: int | str = "auto",
+) -> FinetuneResult:
+    """Fine-tunes a BERT on a task file, keeping the best dev checkpoint.
+
+    Args:
+        task: "classify", "tag" or "qa".
+        train, dev: task files (see the module docstring).
+        out: the run directory to write.
+        init: a run directory to start from (pretrained, imported or fine-tuned), or
+            "random" for a randomly initialised baseline (needs `vocab`).
+        model: preset or config.json, for `init="random"` only.
+        vocab, lowercase: the vocabulary for `init="random"`.
+        seq_len: tokens per example (QA windows too).
+        batch_size, epochs, learning_rate, warmup, weight_decay: optimisation;
+            the default learning rate follows the model size (1e-4 for up to 256
+            hidden units, 5e-5 up to 512, 2e-5 above).
+        patience: stop after this many epochs without a better dev score.
+        doc_stride, max_query_len: QA windowing.
+        dropout: before the task head.
+        seed: weight initialisation, dropout and shuffling.
+        precision, jit_compile: as for pretraining ("auto" chooses by device).
+        log: where progress lines go.
+        verbose: Keras progress display.
+
+    Returns:
+        A `FinetuneResult` with the best dev metrics.
+    """
+    import keras
+    import tensorflow as tf
+    from keras_bert_lite.training.optimizer import adamw
+    from keras_bert_lite.training.strategy import resolve_jit_compile, resolve_precision
+
+    from keras_bert_lite.data import tasks
+
+    started = time.time()
+    if task not in TASKS:
+        raise KblError(f"unknown task '{task}': choose one of {', '.join(TASKS)}")
+    if os.path.exists(os.path.join(out, run_dir.CONFIG)):
+        raise KblError(f"{out}: already holds a run; choose another --out")
+    keras.utils.set_random_seed(seed)
+    precision = resolve_precision(precision)
+    backbone, tokenizer, model_config = _load_backbone(init, model, vocab, lowercase)
+    if seq_len > model_config.max_sequence_length:
+        raise KblError(
+            f"seq_len {seq_len} is longer than the model's "
+            f"max_sequence_length {model_config.max_sequence_length}"
+        )
+
+    train_records, dev_records = _read(task, train), _read(task, dev)
+    if not train_records:
+        raise KblError(f"{train}: no records")
+    labels = _labels(task, train_records)
+    kind = _label_kind(train_records) if task == "classify" else "single"
+    if kind == "regression":
+        labels = []
+    elif task == "classify":
+        tasks.check_labels(dev_records, labels, dev)
+    elif task == "tag":
+        unknown = sorted({t for _, tags in dev_records for t in tags} - set(labels))
+        if unknown:
+            raise KblError(
+                f"{dev}: tag(s) {', '.join(unknown)} do not occur in {train}; "
+                "the model cannot learn them"
+            )
+    options = {
+        "seq_len": seq_len,
+        "doc_stride": doc_stride,
+        "max_query_len": max_query_len,
+        "label_kind": kind,
+    }
+    if task == "tag":
+        options["scheme"] = tasks.detect_scheme([t for _, t in train_records])
+    log(
+        f"{task}: {len(train_records)} training and {len(dev_records)} dev records"
+        + (f", {len(labels)} labels" if labels else "")
+    )
+    train_data = _encode(task, train_records, tokenizer, labels, options)
+    dev_data = _encode(task, dev_records, tokenizer, labels, options)
+
+    if learning_rate is None:
+        hidden = model_config.hidden_dim
+        learning_rate = 1e-4 if hidden <= 256 else 5e-5 if hidden <= 512 else 2e-5
+    n = len(train_data.inputs["token_ids"])
+    steps_per_epoch = max(1, math.ceil(n / batch_size))
+    total_steps = steps_per_epoch * epochs
+
+    model = run_dir.build_task_model(task, backbone, len(labels), kind, dropout)
+    model.compile(
+        optimizer=adamw(learning_rate, total_steps, warmup, weight_decay),
+        jit_compile=resolve_jit_compile(jit_compile, precision),
+    )
+
+    elements = (train_data.inputs, train_data.targets)
+    if train_data.weights is not None:
+        elements += (train_data.weights,)
+    dataset = (
+        tf.data.Dataset.from_tensor_slices(elements)
+        .shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+    os.makedirs(out, exist_ok=True)
+    config = {
+        "kbl_run": CONFIG_VERSION,
+        "task": task,
+        "model": model_config.to_dict(),
+        "data": DataConfig(
+            seq_len=max(seq_len, 8), lowercase=tokenizer.lowercase, nsp=False
+        ).to_dict(),
+        "train": TrainConfig(
+            batch_size=batch_size,
+            epochs=epochs,
+            learning_rate=learning_rate,
+            warmup=warmup,
+            weight_decay=weight_decay,
+            seed=seed,
+        ).to_dict(),
+        "task_options": {**options, "dropout": dropout, "num_labels": len(labels)},
+        "init": os.path.abspath(init) if init != "random" else "random",
+        "train_file": os.path.abspath(train),
+        "dev_file": os.path.abspath(dev),
+    }
+    tokenizer.save(out)
+    if labels:
+        tasks.write_labels(os.path.join(out, "labels.txt"), labels)
+
+    best = {"score": -math.inf, "metrics": None, "epoch": -1}
+    weights_path = os.path.join(out, run_dir.WEIGHTS)
+
+    class DevEvaluation(keras.callbacks.Callback):
+        """Scores dev with the task metric after each epoch; keeps the best weights."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            if task == "classify" and kind == "multi_label":
+                probabilities = np.asarray(
+                    _predict_outputs(self.model, dev_data.inputs, 64)["probabilities"]
+                )
+                truth = np.asarray(dev_data.targets["labels"])
+                from keras_bert_lite.training import metrics as m
+
+                options["threshold"] = m.best_threshold(probabilities, truth)
+            metrics, _ = score(task, self.model, dev_data, labels, options)
+            value = _main_metric(task, metrics, kind)
+            for key in ("accuracy", "macro_f1", "f1", "exact", "micro_f1", "mse"):
+                if key in metrics and logs is not None:
+                    logs[f"dev_{key}"] = metrics[key]
+            log(
+                f"epoch {epoch + 1}: dev "
+                + ", ".join(
+                    f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)
+                )
+            )
+            if value > best["score"]:
+                best.update(score=value, metrics=metrics, epoch=epoch + 1)
+                with atomic_path(weights_path, suffix=".weights.h5") as tmp:
+                    self.model.save_weights(tmp)
+                config["task_options"]["threshold"] = options.get("threshold", 0.5)
+                write_json(os.path.join(out, run_dir.CONFIG), config)
+
+    callbacks = [
+        DevEvaluation(),
+        keras.callbacks.EarlyStopping(
+            monitor="dev_"
+            + (
+                "macro_f1"
+                if task == "classify" and kind == "single"
+                else "micro_f1"
+                if kind == "multi_label"
+                else "mse"
+                if kind == "regression"
+                else "f1"
+            ),
+            mode="min" if kind == "regression" else "max",
+            patience=patience,
+        ),
+        keras.callbacks.CSVLogger(os.path.join(out, "history.csv")),
+    ]
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else 2
+    log(
+        f"fine-tuning ({model.count_params():,} parameters) for up to {epochs} "
+        f"epochs of {steps_per_epoch} steps, learning rate {learning_rate:g} -> {out}"
+    )
+    history = model.fit(
+        dataset, epochs=epochs, callbacks=callbacks, verbose=verbose, shuffle=False
+    )
+    result = FinetuneResult(
+        out, best["metrics"], len(history.epoch), time.time() - started
+    )
+    write_json(
+        os.path.join(out, "metrics.json"),
+        {
+            "dev": best["metrics"],
+            "best_epoch": best["epoch"],
+            "epochs": result.epochs,
+            "seconds": result.seconds,
+        },
+    )
+    log(f"done in {result.seconds:.0f}s; best dev epoch {best['epoch']}")
+    return result
+
+
+def _task_of(run: str) -> tuple[dict, str]:
+    config = run_dir.read_config(run)
+    if config.get("task") not in TASKS:
+        raise KblError(f"{run}: not a fine-tuned run (task {config.get('task')!r})")
+    return config, config["task"]
+
+
+def evaluate(run: str, data: str, batch_size: int = 64) -> dict:
+    """The task metrics of a fine-tuned run on a labelled file."""
+    from keras_bert_lite.data import tasks
+
+    config, task = _task_of(run)
+    model = run_dir.load(run)
+    tokenizer = run_dir.load_tokenizer(run)
+    labels = (
+        tasks.read_labels(os.path.join(run, "labels.txt"))
+        if config["task_options"].get("num_labels")
+        else []
+    )
+    records = _read(task, data)
+    if task == "classify" and labels:
+        tasks.check_labels(records, labels, data)
+    encoded = _encode(task, records, tokenizer, labels, config["task_options"])
+    metrics, _ = score(task, model, encoded, labels, config["task_options"], batch_size)
+    return metrics
+
+
+def predict(run: str, texts: Sequence[str], batch_size: int = 64) -> list[dict]:
+    """Predictions on raw text: labels with probabilities, or entities with character
+    offsets. (QA takes a SQuAD file through `evaluate`.)"""
+    from keras_bert_lite.data import tasks
+
+    config, task = _task_of(run)
+    model = run_dir.load(run)
+    tokenizer = run_dir.load_tokenizer(run)
+    options = config["task_options"]
+    labels = (
+        tasks.read_labels(os.path.join(run, "labels.txt"))
+        if options.get("num_labels")
+        else []
+    )
+    if task == "classify":
+        records = [{"text": t} for t in texts]
+        encoded = tasks.encode_classification(records, tokenizer, options["seq_len"])
+        inputs = {k: encoded[k] for k in ("token_ids", "segment_ids", "padding_mask")}
+        probabilities = np.asarray(
+            _predict_outputs(model, inputs, batch_size)["probabilities"]
+        )
+        results = []
+        for text, p in zip(texts, probabilities, strict=True):
+            if options.get("label_kind") == "regression":
+                results.append({"text": text, "value": float(p)})
+                continue
+            ranked = sorted(zip(labels, p.tolist(), strict=True), key=lambda x: -x[1])
+            results.append(
+                {"text": text, "label": ranked[0][0], "probabilities": dict(ranked)}
+            )
+        return results
+    if task == "tag":
+        from keras_bert_lite.training.metrics import extract_entities
+
+        words, offsets = [], []
+        for text in texts:  # whitespace words; CJK characters one word each
+            spans = _words_with_offsets(text)
+            words.append([text[s:e] for s, e in spans])
+            offsets.append(spans)
+        features = tasks.encode_tagging(
+            words, None, tokenizer, options["seq_len"], labels
+        )
+        logits = np.asarray(
+            _predict_outputs(model, features.inputs(), batch_size)["logits"]
+        )
+        ids = decode_tags(
+            features,
+            logits,
+            [len(w) for w in words],
+            labels,
+            options.get("scheme", "BIO"),
+        )
+        results = []
+        for text, spans, sentence in zip(texts, offsets, ids, strict=True):
+            tags = [labels[i] for i in sentence]
+            entities = [
+                {
+                    "type": kind,
+                    "start": spans[s][0],
+                    "end": spans[e - 1][1],
+                    "text": text[spans[s][0] : spans[e - 1][1]],
+                }
+                for kind, s, e in extract_entities(tags, options.get("scheme", "BIO"))
+            ]
+            results.append({"text": text, "entities": entities})
+        return results
+    raise KblError(
+        "qa predictions need a question and a context: use "
+        "`kbl evaluate --data SQUAD.json`"
+    )
+
+
+def _words_with_offsets(text: str) -> list[tuple[int, int]]:
+    import re
+
+    cjk = "\u3400-\u9fff\uf900-\ufaff"
+    return [m.span() for m in re.finditer(rf"[{cjk}]|[^\s{cjk}]+", text)]
