@@ -273,6 +273,7 @@ def _cmd_finetune(args) -> dict:
         patience=args.patience,
         doc_stride=args.doc_stride,
         max_query_len=args.max_query_len,
+        max_train=args.max_train,
         seed=args.seed,
     )
     return {
@@ -415,6 +416,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--doc-stride", type=_positive_int, default=128)
     p.add_argument("--max-query-len", type=_positive_int, default=64)
+    p.add_argument(
+        "--max-train",
+        type=_positive_int,
+        help="train on a seeded random sample of this many records (default: all)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the result JSON here")
     p.set_defaults(func=_cmd_finetune)

@@ -31,23 +31,33 @@ def test_macro_f1_of_three_classes_matches_hand_computation():
     assert result["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
     assert result["count"] == 6
     assert result["per_label"]["a"] == pytest.approx(
-        {"precision": 1.0, "recall": 2 / 3, "f1": 0.8, "support": 3})
+        {"precision": 1.0, "recall": 2 / 3, "f1": 0.8, "support": 3}
+    )
     assert result["per_label"]["c"] == pytest.approx(
-        {"precision": 0.5, "recall": 1.0, "f1": 2 / 3, "support": 1})
+        {"precision": 0.5, "recall": 1.0, "f1": 2 / 3, "support": 1}
+    )
 
 
 def test_macro_f1_counts_labels_that_are_only_predicted():
     # z never occurs in y_true, but predicting it is a mistake that must cost F1.
     result = classification_metrics(["a", "a"], ["a", "z"])
-    assert result["per_label"]["z"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0,
-                                        "support": 0}
+    assert result["per_label"]["z"] == {
+        "precision": 0.0,
+        "recall": 0.0,
+        "f1": 0.0,
+        "support": 0,
+    }
     assert result["macro_f1"] == pytest.approx((2 / 3 + 0.0) / 2)
 
 
 def test_never_predicted_label_has_zero_precision_not_nan():
     result = classification_metrics(["a", "b"], ["a", "a"])
-    assert result["per_label"]["b"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0,
-                                        "support": 1}
+    assert result["per_label"]["b"] == {
+        "precision": 0.0,
+        "recall": 0.0,
+        "f1": 0.0,
+        "support": 1,
+    }
     assert result["macro_f1"] == pytest.approx((2 / 3 + 0.0) / 2)
 
 
@@ -77,8 +87,12 @@ def test_multilabel_micro_macro_and_exact_match_by_hand():
     assert result["micro_f1"] == pytest.approx(0.75)
     assert result["macro_f1"] == pytest.approx((1 + 0 + 1) / 3)  # w left out
     assert result["exact_match"] == pytest.approx(2 / 4)
-    assert result["per_label"]["y"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0,
-                                        "support": 1}
+    assert result["per_label"]["y"] == {
+        "precision": 0.0,
+        "recall": 0.0,
+        "f1": 0.0,
+        "support": 1,
+    }
 
 
 def test_multilabel_rejects_unknown_labels():
@@ -112,31 +126,39 @@ def test_best_threshold_rejects_mismatched_shapes():
 # --- entities ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("tags, expected", [
-    (["O", "I-PER", "I-PER", "O"], [("PER", 1, 3)]),  # I-X after O starts an entity
-    (["B-PER", "I-LOC", "I-LOC"], [("PER", 0, 1), ("LOC", 1, 3)]),  # type change
-    (["B-PER", "B-PER", "I-PER"], [("PER", 0, 1), ("PER", 1, 3)]),
-    (["B-geo-loc", "I-geo-loc", "O", "B-person"], [("geo-loc", 0, 2),
-                                                   ("person", 3, 4)]),
-    (["O", "O"], []),
-    ([], []),
-])
+@pytest.mark.parametrize(
+    "tags, expected",
+    [
+        (["O", "I-PER", "I-PER", "O"], [("PER", 1, 3)]),  # I-X after O starts an entity
+        (["B-PER", "I-LOC", "I-LOC"], [("PER", 0, 1), ("LOC", 1, 3)]),  # type change
+        (["B-PER", "B-PER", "I-PER"], [("PER", 0, 1), ("PER", 1, 3)]),
+        (
+            ["B-geo-loc", "I-geo-loc", "O", "B-person"],
+            [("geo-loc", 0, 2), ("person", 3, 4)],
+        ),
+        (["O", "O"], []),
+        ([], []),
+    ],
+)
 def test_bio_entities_follow_conlleval(tags, expected):
     assert extract_entities(tags, "BIO") == expected
 
 
-@pytest.mark.parametrize("tags, expected", [
-    (["B-PER", "I-PER", "E-PER", "S-LOC"], [("PER", 0, 3), ("LOC", 3, 4)]),
-    (["B-PER", "E-PER"], [("PER", 0, 2)]),
-    (["B-PER", "I-PER", "O"], []),  # never closed
-    (["B-PER", "I-PER"], []),  # runs off the end
-    (["I-PER", "E-PER"], []),  # no B
-    (["E-PER"], []),
-    (["B-PER", "E-LOC"], []),  # type changes inside
-    (["B-X", "I-Y", "E-X"], []),
-    (["B-PER", "B-PER", "E-PER"], [("PER", 1, 3)]),  # the broken one is dropped
-    (["B-PER", "S-LOC", "I-LOC", "E-LOC"], [("LOC", 1, 2)]),
-])
+@pytest.mark.parametrize(
+    "tags, expected",
+    [
+        (["B-PER", "I-PER", "E-PER", "S-LOC"], [("PER", 0, 3), ("LOC", 3, 4)]),
+        (["B-PER", "E-PER"], [("PER", 0, 2)]),
+        (["B-PER", "I-PER", "O"], []),  # never closed
+        (["B-PER", "I-PER"], []),  # runs off the end
+        (["I-PER", "E-PER"], []),  # no B
+        (["E-PER"], []),
+        (["B-PER", "E-LOC"], []),  # type changes inside
+        (["B-X", "I-Y", "E-X"], []),
+        (["B-PER", "B-PER", "E-PER"], [("PER", 1, 3)]),  # the broken one is dropped
+        (["B-PER", "S-LOC", "I-LOC", "E-LOC"], [("LOC", 1, 2)]),
+    ],
+)
 def test_bioes_entities_are_strict(tags, expected):
     assert extract_entities(tags, "BIOES") == expected
 
@@ -162,10 +184,15 @@ def test_partial_entity_match_is_a_false_positive_and_a_false_negative():
     assert result["precision"] == pytest.approx(1 / 3)
     assert result["recall"] == pytest.approx(1 / 3)
     assert result["f1"] == pytest.approx(1 / 3)
-    assert result["per_type"]["PER"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0,
-                                         "support": 1}
+    assert result["per_type"]["PER"] == {
+        "precision": 0.0,
+        "recall": 0.0,
+        "f1": 0.0,
+        "support": 1,
+    }
     assert result["per_type"]["LOC"] == pytest.approx(
-        {"precision": 0.5, "recall": 1.0, "f1": 2 / 3, "support": 1})
+        {"precision": 0.5, "recall": 1.0, "f1": 2 / 3, "support": 1}
+    )
     assert set(result["per_type"]) == {"LOC", "ORG", "PER"}
 
 
@@ -208,16 +235,31 @@ def test_unanswerable_questions_and_missing_predictions():
     predictions = {"q1": "the cat", "q2": "", "q3": "nothing"}  # q4 missing
     result = squad_metrics(predictions, references)
     # per question (EM, F1): q1 (0, 2/3), q2 (1, 1), q3 (0, 0), q4 (0, 0)
-    assert result == pytest.approx({
-        "exact": 25.0, "f1": 100 * (2 / 3 + 1) / 4, "total": 4,
-        "HasAns_exact": 0.0, "HasAns_f1": 100 * (2 / 3) / 2, "HasAns_total": 2,
-        "NoAns_exact": 50.0, "NoAns_f1": 50.0, "NoAns_total": 2})
+    assert result == pytest.approx(
+        {
+            "exact": 25.0,
+            "f1": 100 * (2 / 3 + 1) / 4,
+            "total": 4,
+            "HasAns_exact": 0.0,
+            "HasAns_f1": 100 * (2 / 3) / 2,
+            "HasAns_total": 2,
+            "NoAns_exact": 50.0,
+            "NoAns_f1": 50.0,
+            "NoAns_total": 2,
+        }
+    )
 
 
 def test_no_answer_keys_are_left_out_when_every_question_has_an_answer():
     result = squad_metrics({"q": "Paris"}, {"q": ["Paris"]})
-    assert set(result) == {"exact", "f1", "total", "HasAns_exact", "HasAns_f1",
-                           "HasAns_total"}
+    assert set(result) == {
+        "exact",
+        "f1",
+        "total",
+        "HasAns_exact",
+        "HasAns_f1",
+        "HasAns_total",
+    }
 
 
 def test_chinese_f1_is_character_level():
@@ -253,14 +295,19 @@ def test_classification_agrees_with_sklearn_on_random_labels():
         y_pred = [rng.choice("abcde") for _ in range(n)]
         result = classification_metrics(y_true, y_pred)
         assert result["accuracy"] == pytest.approx(
-            sklearn_metrics.accuracy_score(y_true, y_pred))
-        assert result["macro_f1"] == pytest.approx(sklearn_metrics.f1_score(
-            y_true, y_pred, average="macro", zero_division=0))
+            sklearn_metrics.accuracy_score(y_true, y_pred)
+        )
+        assert result["macro_f1"] == pytest.approx(
+            sklearn_metrics.f1_score(y_true, y_pred, average="macro", zero_division=0)
+        )
         labels = sorted(result["per_label"])
         p, r, f, s = sklearn_metrics.precision_recall_fscore_support(
-            y_true, y_pred, labels=labels, zero_division=0)
-        ours = [[result["per_label"][label][k] for label in labels]
-                for k in ("precision", "recall", "f1", "support")]
+            y_true, y_pred, labels=labels, zero_division=0
+        )
+        ours = [
+            [result["per_label"][label][k] for label in labels]
+            for k in ("precision", "recall", "f1", "support")
+        ]
         np.testing.assert_allclose(ours, [p, r, f, s])
 
 
@@ -276,20 +323,28 @@ def test_multilabel_agrees_with_sklearn_on_random_sets():
         guess = np.array([[label in row for label in labels] for row in y_pred])
         result = multilabel_metrics(y_true, y_pred, labels)
         p, r, f, _ = sklearn_metrics.precision_recall_fscore_support(
-            gold, guess, average="micro", zero_division=0)
-        assert (result["micro_precision"], result["micro_recall"],
-                result["micro_f1"]) == pytest.approx((p, r, f))
+            gold, guess, average="micro", zero_division=0
+        )
+        assert (
+            result["micro_precision"],
+            result["micro_recall"],
+            result["micro_f1"],
+        ) == pytest.approx((p, r, f))
         present = (gold | guess).any(axis=0)  # sklearn would average all 5 labels
-        expected_macro = sklearn_metrics.f1_score(
-            gold[:, present], guess[:, present], average="macro",
-            zero_division=0) if present.any() else 0.0
+        expected_macro = (
+            sklearn_metrics.f1_score(
+                gold[:, present], guess[:, present], average="macro", zero_division=0
+            )
+            if present.any()
+            else 0.0
+        )
         assert result["macro_f1"] == pytest.approx(expected_macro)
         assert result["exact_match"] == pytest.approx(
-            sklearn_metrics.accuracy_score(gold, guess))  # subset accuracy
+            sklearn_metrics.accuracy_score(gold, guess)
+        )  # subset accuracy
 
 
-def _random_sentences(rng: random.Random, scheme: str,
-                      count: int) -> list[list[str]]:
+def _random_sentences(rng: random.Random, scheme: str, count: int) -> list[list[str]]:
     """Sentences built from well-formed entities, O and stray tags, so that both the
     clean and the ill-formed paths of the scheme are exercised."""
     prefixes = "BI" if scheme == "BIO" else "BIES"
@@ -315,13 +370,16 @@ def _random_sentences(rng: random.Random, scheme: str,
     return sentences
 
 
-def _noisy_copy(rng: random.Random, sentences: list[list[str]],
-                scheme: str) -> list[list[str]]:
+def _noisy_copy(
+    rng: random.Random, sentences: list[list[str]], scheme: str
+) -> list[list[str]]:
     """Predictions: the gold tags with about one in five replaced at random."""
     prefixes = "BI" if scheme == "BIO" else "BIES"
     tags = ["O"] + [f"{p}-{t}" for p in prefixes for t in ("PER", "geo-loc", "ORG")]
-    return [[rng.choice(tags) if rng.random() < 0.2 else tag for tag in sentence]
-            for sentence in sentences]
+    return [
+        [rng.choice(tags) if rng.random() < 0.2 else tag for tag in sentence]
+        for sentence in sentences
+    ]
 
 
 def _assert_matches_seqeval_report(result: dict, report: dict) -> None:
@@ -331,9 +389,14 @@ def _assert_matches_seqeval_report(result: dict, report: dict) -> None:
     types = {k for k in report if not k.endswith(" avg")}
     assert set(result["per_type"]) == types
     for kind in types:
-        assert result["per_type"][kind] == pytest.approx({
-            "precision": report[kind]["precision"], "recall": report[kind]["recall"],
-            "f1": report[kind]["f1-score"], "support": report[kind]["support"]})
+        assert result["per_type"][kind] == pytest.approx(
+            {
+                "precision": report[kind]["precision"],
+                "recall": report[kind]["recall"],
+                "f1": report[kind]["f1-score"],
+                "support": report[kind]["support"],
+            }
+        )
 
 
 def test_bio_agrees_with_seqeval_default_mode():
@@ -348,10 +411,13 @@ def test_bio_agrees_with_seqeval_default_mode():
         expected = [(kind, start, end + 1) for kind, start, end in get_entities(tags)]
         assert extract_entities(tags, "BIO") == sorted(expected, key=lambda e: e[1])
     result = entity_metrics(true_tags, pred_tags, "BIO")
-    assert result["f1"] == pytest.approx(f1_score(true_tags, pred_tags,
-                                                  zero_division=0))
-    _assert_matches_seqeval_report(result, classification_report(
-        true_tags, pred_tags, output_dict=True, zero_division=0))
+    assert result["f1"] == pytest.approx(
+        f1_score(true_tags, pred_tags, zero_division=0)
+    )
+    _assert_matches_seqeval_report(
+        result,
+        classification_report(true_tags, pred_tags, output_dict=True, zero_division=0),
+    )
 
 
 def test_bioes_agrees_with_seqeval_strict_iobes():
@@ -367,5 +433,12 @@ def test_bioes_agrees_with_seqeval_strict_iobes():
         assert extract_entities(tags, "BIOES") == expected
     _assert_matches_seqeval_report(
         entity_metrics(true_tags, pred_tags, "BIOES"),
-        classification_report(true_tags, pred_tags, output_dict=True, mode="strict",
-                              scheme=IOBES, zero_division=0))
+        classification_report(
+            true_tags,
+            pred_tags,
+            output_dict=True,
+            mode="strict",
+            scheme=IOBES,
+            zero_division=0,
+        ),
+    )

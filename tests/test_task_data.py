@@ -22,6 +22,7 @@ from keras_bert_lite.data.tasks import (
     read_conll,
     read_labels,
     read_squad,
+    sample_records,
     write_labels,
 )
 from keras_bert_lite.errors import KblError
@@ -531,3 +532,14 @@ def test_constrained_viterbi_never_puts_i_after_o_or_another_type():
         "O",
         "S-X",
     ]
+
+
+def test_sample_records_is_a_seeded_subset_in_file_order():
+    records = [{"text": str(i), "label": "x"} for i in range(100)]
+    sample = sample_records(records, 10, seed=3)
+    assert len(sample) == 10
+    assert sample == sorted(sample, key=lambda r: int(r["text"]))  # file order
+    assert sample == sample_records(records, 10, seed=3)
+    assert sample != sample_records(records, 10, seed=4)
+    assert sample_records(records, None, seed=3) == records
+    assert sample_records(records, 500, seed=3) == records

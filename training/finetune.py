@@ -221,7 +221,10 @@ def _load_backbone(init: str, model: str, vocab: str | None, lowercase: bool):
         if os.path.isfile(model):
             from keras_bert_lite.io import read_json
 
-            config = BertConfig.from_dict(read_json(model), where=model)
+            data = read_json(model)
+            if "kbl_run" in data:  # a run's config.json: its model section
+                data = data["model"]
+            config = BertConfig.from_dict(data, where=model)
         else:
             config = BertConfig.from_preset(
                 model, vocabulary_size=tokenizer.vocabulary_size
@@ -253,6 +256,7 @@ def finetune(
     patience: int = 2,
     doc_stride: int = 128,
     max_query_len: int = 64,
+    max_train: int | None = None,
     dropout: float = 0.1,
     seed: int = 0,
     precision: str = "auto",
@@ -276,6 +280,8 @@ def finetune(
             hidden units, 5e-5 up to 512, 2e-5 above).
         patience: stop after this many epochs without a better dev score.
         doc_stride, max_query_len: QA windowing.
+        max_train: train on a seeded random sample of this many training records
+            (all of them when None), for budgets and learning curves.
         dropout: before the task head.
         seed: weight initialisation, dropout and shuffling.
         precision, jit_compile: as for pretraining ("auto" chooses by device).
@@ -309,6 +315,7 @@ def finetune(
     train_records, dev_records = _read(task, train), _read(task, dev)
     if not train_records:
         raise KblError(f"{train}: no records")
+    train_records = tasks.sample_records(train_records, max_train, seed)
     labels = _labels(task, train_records)
     kind = _label_kind(train_records) if task == "classify" else "single"
     if kind == "regression":
@@ -380,6 +387,7 @@ def finetune(
         "init": os.path.abspath(init) if init != "random" else "random",
         "train_file": os.path.abspath(train),
         "dev_file": os.path.abspath(dev),
+        "max_train": max_train,
     }
     tokenizer.save(out)
     if labels:

@@ -441,6 +441,16 @@ def read_squad(
     return examples
 
 
+def sample_records(records: Sequence[Any], count: int | None, seed: int) -> list[Any]:
+    """A seeded random sample of `count` records in file order (all when None or
+    when there are no more than `count`), so that fine-tuning and the classical
+    baselines train on the same subset."""
+    if count is None or count >= len(records):
+        return list(records)
+    keep = np.random.default_rng(seed).choice(len(records), count, replace=False)
+    return [records[i] for i in sorted(keep)]
+
+
 # === Label lists ===
 
 
