@@ -175,6 +175,9 @@ def _cmd_pretrain(args) -> dict:
 
 def _cmd_quickstart(args) -> dict:
     from keras_bert_lite.data import default_data
+    from keras_bert_lite.export import export_all, verify
+    from keras_bert_lite.export.manifest import read_manifest
+    from keras_bert_lite.export.predict import predict as predict_exported
     from keras_bert_lite.training import pretrain
     from keras_bert_lite.training.finetune import finetune, predict
 
@@ -192,7 +195,7 @@ def _cmd_quickstart(args) -> dict:
     train, dev = default_data.sentiment_dataset()
 
     print(
-        "\nstep 1/3: learn a vocabulary and pretrain a tiny BERT (masked LM + NSP) on "
+        "\nstep 1/4: learn a vocabulary and pretrain a tiny BERT (masked LM + NSP) on "
         "Python's documentation and the review snippets' text",
         flush=True,
     )
@@ -211,7 +214,7 @@ def _cmd_quickstart(args) -> dict:
             resume=os.path.exists(os.path.join(pretrained, "config.json")),
         )
 
-    print("\nstep 2/3: fine-tune a sentiment classifier (pos/neg) from it", flush=True)
+    print("\nstep 2/4: fine-tune a sentiment classifier (pos/neg) from it", flush=True)
     if os.path.exists(classifier):
         shutil.rmtree(classifier)
     result = finetune(
@@ -227,20 +230,38 @@ def _cmd_quickstart(args) -> dict:
     )
     metrics = result.metrics
 
-    print("\nstep 3/3: predictions", flush=True)
+    print(
+        "\nstep 3/4: export it as a TF Serving SavedModel, TFLite files (float32, "
+        "float16, dynamic-range and full int8, ids-only) and ONNX, and verify each "
+        "against the Keras model",
+        flush=True,
+    )
+    exported = os.path.join(out, "export")
+    export_all(classifier, exported)
+    report = verify(exported, limit=args.verify_limit)
+
+    print("\nstep 4/4: predictions from the run and from every exported format")
     samples = [
         "A warm, funny and beautifully acted film.",
         "Two hours of my life I will never get back.",
         "The plot is thin, but the performances carry it.",
     ]
-    predictions = predict(classifier, samples)
-    for p in predictions:
-        print(f"  {p['label']} {p['probabilities'][p['label']]:.2f}  {p['text']}")
+    predictions = {"keras": predict(classifier, samples)}
+    for entry in read_manifest(exported)["formats"]:
+        path = os.path.join(exported, entry["path"])
+        predictions[entry["name"]] = predict_exported(path, samples)
+    for i, text in enumerate(samples):
+        print(f"  {text}")
+        for name, rows in predictions.items():
+            p = rows[i]
+            print(f"    {name:<16} {p['label']} {p['probabilities'][p['label']]:.3f}")
     summary = {
         "pretrained": pretrained,
         "classifier": classifier,
+        "export": exported,
         "dev_accuracy": metrics["accuracy"],
         "dev_macro_f1": metrics["macro_f1"],
+        "verify": report,
         "predictions": predictions,
         "seconds": time.time() - started,
     }
@@ -248,8 +269,10 @@ def _cmd_quickstart(args) -> dict:
         f"\nquickstart finished in {summary['seconds']:.0f}s: dev accuracy "
         f"{metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}\n"
         f"  pretrained run: {pretrained}\n  classifier run: {classifier}\n"
+        f"  exports: {exported} (verify.json: parity, metric, size, latency)\n"
         "Next: `kbl pretrain --corpus YOUR_FILES --out RUN`, then "
-        "`kbl finetune --task classify --train T --dev D --init RUN --out RUN2`."
+        "`kbl finetune --task classify --train T --dev D --init RUN --out RUN2`, "
+        "`kbl export --model RUN2 --format all --out DIR`, `kbl verify --export DIR`."
     )
     return summary
 
@@ -301,10 +324,65 @@ def _cmd_predict(args) -> dict:
             texts += [line.rstrip("\n") for line in f if line.strip()]
     if not texts:
         raise KblError("nothing to predict: give TEXT arguments or --input FILE")
-    results = predict(args.model, texts)
+    if _is_export(args.model):
+        from keras_bert_lite.export.predict import predict as predict_exported
+
+        results = predict_exported(args.model, texts)
+    else:
+        results = predict(args.model, texts)
     for r in results:
         print(json.dumps(r, ensure_ascii=False))
     return {"predictions": results}
+
+
+def _is_export(path: str) -> bool:
+    """Whether `kbl predict --model` names an exported artefact rather than a run."""
+    return path.endswith((".tflite", ".onnx")) or any(
+        os.path.exists(os.path.join(path, name))
+        for name in ("export.json", "saved_model.pb")
+    )
+
+
+# === export / verify ===
+
+
+def _cmd_export(args) -> dict:
+    from keras_bert_lite.export import export_all, load_source, onnx, saved_model
+    from keras_bert_lite.export import tflite as to_tflite
+    from keras_bert_lite.export.bundle import quantizations
+    from keras_bert_lite.export.manifest import read_manifest
+
+    if args.format in ("saved_model", "onnx") and args.quantize not in (None, "none"):
+        raise KblError(
+            f"--quantize applies to TFLite files; --format {args.format} has none "
+            "(use --format tflite or all)"
+        )
+    print(f"exporting {args.model} as {args.format} -> {args.out}", flush=True)
+    if args.format == "all":
+        return export_all(args.model, args.out, quantize=args.quantize or "all")
+    source = load_source(args.model)
+    if args.format == "saved_model":  # raw text, and ids only for stock servers
+        written = [
+            saved_model(source, args.out),
+            saved_model(source, args.out, ids_only=True),
+        ]
+    elif args.format == "onnx":
+        written = [onnx(source, args.out)]
+    else:
+        written = [
+            to_tflite(source, args.out, mode)
+            for mode in quantizations(args.quantize or "none")
+        ]
+        written.append(to_tflite(source, args.out, ids_only=True))
+    for path in written:
+        print(f"  wrote {path}")
+    return read_manifest(args.out)
+
+
+def _cmd_verify(args) -> dict:
+    from keras_bert_lite.export import verify
+
+    return verify(args.export, data=args.data, limit=args.limit)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -323,6 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=400,
         help="pretraining steps (default 400)",
+    )
+    p.add_argument(
+        "--verify-limit",
+        type=_positive_int,
+        default=300,
+        help="dev records that `verify` runs through every format (default 300)",
     )
     p.add_argument("--json", help="also write the summary JSON here")
     p.set_defaults(func=_cmd_quickstart)
@@ -432,11 +516,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("predict", help="predict labels or entities for raw text")
-    p.add_argument("--model", required=True, help="fine-tuned run directory")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="fine-tuned run directory, or an export: a .tflite or .onnx file, a "
+        "SavedModel version directory, or the directory `kbl export` wrote",
+    )
     p.add_argument("text", nargs="*", help="texts to classify or tag")
     p.add_argument("--input", help="a file with one text per line")
     p.add_argument("--json", help="also write the predictions JSON here")
     p.set_defaults(func=_cmd_predict)
+
+    # === export / verify ===
+    p = sub.add_parser(
+        "export", help="write a fine-tuned run as SavedModel, TFLite and ONNX"
+    )
+    p.add_argument("--model", required=True, help="fine-tuned run directory")
+    p.add_argument(
+        "--format", required=True, choices=["saved_model", "tflite", "onnx", "all"]
+    )
+    p.add_argument(
+        "--quantize",
+        choices=["none", "float16", "dynamic", "int8", "all"],
+        help="TFLite variants besides float32 (default: all with --format all, "
+        "none with --format tflite)",
+    )
+    p.add_argument("--out", required=True, help="export directory")
+    p.add_argument("--json", help="also write export.json's content here")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser(
+        "verify", help="parity, task metric, size and latency of every export"
+    )
+    p.add_argument("--export", required=True, help="directory written by kbl export")
+    p.add_argument("--data", help="labelled task file (default: the run's dev file)")
+    p.add_argument(
+        "--limit", type=_positive_int, help="use only the first N records of the file"
+    )
+    p.add_argument("--json", help="also write the report here (besides verify.json)")
+    p.set_defaults(func=_cmd_verify)
     return parser
 
 

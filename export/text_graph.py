@@ -1,0 +1,186 @@
+"""Raw strings -> model inputs inside a TensorFlow graph, as `data.tasks` encodes them.
+
+The exported models carry the run's own tokenizer (tensorflow-text FastBertTokenizer,
+which has TFLite kernels) and pack its pieces with the same rules as training:
+`[CLS] A [SEP]` truncated to T, `[CLS] A [SEP] B [SEP]` truncated longest-first, and
+`[CLS] question [SEP] context [SEP]` for QA. Packing uses only dense gathers and
+selects (no ragged ops), so the same code lowers to TFLite builtins, and every output
+row has exactly T = seq_len positions, zero-padded, like the training features.
+
+B = batch, T = seq_len, P = word pieces in the whole batch.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from keras_bert_lite.data.tasks import CLS_ID, PAD_ID, SEP_ID
+
+_FAR = 2**30  # past any byte offset: padding for sorted offset tables
+
+
+class Pieces:
+    """One batch of tokenized strings, flat: the pieces of row b are
+    `ids[starts[b] : starts[b] + lengths[b]]`.
+
+    With `offsets=True`, `byte_offsets` maps pieces to the UTF-8 bytes they came
+    from. It is computed here rather than by `tokenize_with_offsets`, whose mapping
+    from normalized to original text is a ragged gather that TFLite cannot run; the
+    normalizer and WordPiece ops are the tokenizer's own, so ids and offsets are the
+    same.
+    """
+
+    def __init__(self, tokenizer, strings, offsets: bool = False):
+        self._offsets = None
+        if offsets:
+            # The run's FastBertTokenizer parts, configured as training used them.
+            fast = tokenizer._tokenizer
+            normalized, norm_offsets = (
+                fast._fast_bert_normalizer.normalize_with_offsets(strings)
+            )
+            ids, begin, end = fast._fast_wordpiece_tokenizer.tokenize_with_offsets(
+                normalized
+            )
+            norm_splits = tf.cast(norm_offsets.row_splits, tf.int32)
+            self._offsets = (
+                tf.cast(begin.flat_values, tf.int32),  # [P] into the normalized text
+                tf.cast(end.flat_values, tf.int32),
+                tf.cast(norm_offsets.flat_values, tf.int32),  # normalized -> original
+                norm_splits[:-1],  # [B]: where each string's offset table starts
+            )
+        else:
+            ids = tokenizer(strings)
+        if ids.ragged_rank != 1:
+            raise ValueError("expected [batch, (pieces)] from the tokenizer")
+        splits = tf.cast(ids.row_splits, tf.int32)  # [B + 1]
+        self.ids = tf.cast(ids.flat_values, tf.int32)  # [P]
+        self.starts = splits[:-1]  # [B]
+        self.lengths = splits[1:] - splits[:-1]  # [B]
+
+    def byte_offsets(self, index, valid):
+        """[B, T] UTF-8 byte spans [begin, end) in the original strings of the pieces
+        at `index` in each row (where `valid`; -1 elsewhere)."""
+        begin, end, table, table_starts = self._offsets
+        spans = []
+        for post in (begin, end):
+            at = _take(post, self.starts, index, valid, 0)  # in the normalized text
+            spans.append(tf.where(valid, _take(table, table_starts, at, valid, 0), -1))
+        return spans
+
+
+def _take(values, starts, index, valid, fill: int):
+    """[B, T]: `values[starts[b] + index[b, t]]` where `valid`, else `fill`.
+
+    Invalid positions read one extra slot appended to `values`, so no index ever
+    points outside the tensor (an empty batch has no pieces at all).
+    """
+    padded = tf.concat([values, tf.fill([1], tf.constant(fill, values.dtype))], 0)
+    safe = tf.where(valid, starts[:, None] + index, tf.shape(values)[0])
+    return tf.gather(padded, safe)
+
+
+def truncate_pair(len_a, len_b, budget):
+    """Segment lengths after BERT's longest-first truncation (tokens drop from the
+    end of the longer segment, B's on a tie), as `data.tasks._truncate_pair`
+    computes them, elementwise over int32 tensors."""
+    hi, lo = budget - budget // 2, budget // 2
+    a_if_a_longer = tf.where(2 * len_b <= budget, budget - len_b, hi)
+    b_if_a_longer = tf.where(2 * len_b <= budget, len_b, lo)
+    a_otherwise = tf.where(2 * len_a <= budget, len_a, hi)
+    b_otherwise = tf.where(2 * len_a <= budget, budget - len_a, lo)
+    fits = len_a + len_b <= budget
+    a_longer = len_a > len_b
+    keep_a = tf.where(fits, len_a, tf.where(a_longer, a_if_a_longer, a_otherwise))
+    keep_b = tf.where(fits, len_b, tf.where(a_longer, b_if_a_longer, b_otherwise))
+    return keep_a, keep_b
+
+
+def _pack(first: Pieces, keep_a, second: Pieces | None, keep_b, seq_len: int):
+    """`[CLS] A[:keep_a] [SEP]` (+ `B[:keep_b] [SEP]`) as the three int32 [B, T]
+    model inputs, plus the position grid and where B starts (for offsets)."""
+    position = tf.range(seq_len, dtype=tf.int32)[None, :]  # [1, T]
+    ka = keep_a[:, None]  # [B, 1]
+    in_a = (position >= 1) & (position <= ka)
+    token_ids = _take(first.ids, first.starts, position - 1, in_a, PAD_ID)
+    token_ids = tf.where(position == 0, CLS_ID, token_ids)
+    token_ids = tf.where(position == ka + 1, SEP_ID, token_ids)
+    last = ka + 1  # the last real position
+    segment_ids = tf.zeros_like(token_ids)
+    if second is not None:
+        kb = keep_b[:, None]
+        b_start = ka + 2
+        in_b = (position >= b_start) & (position < b_start + kb)
+        token_ids = tf.where(
+            in_b,
+            _take(second.ids, second.starts, position - b_start, in_b, PAD_ID),
+            token_ids,
+        )
+        token_ids = tf.where(position == b_start + kb, SEP_ID, token_ids)
+        last = b_start + kb
+        # A select, not a cast of the bool: the TFLite converter folds the embedding's
+        # `segment_ids < 0` check on a cast bool into a bool zeros_like it cannot run.
+        segment_ids = tf.where((position >= b_start) & (position <= last), 1, 0)
+    inside = position <= last
+    token_ids = tf.where(inside, token_ids, PAD_ID)
+    return {
+        "token_ids": token_ids,
+        "segment_ids": segment_ids,
+        "padding_mask": tf.cast(inside, tf.int32),
+    }
+
+
+def encode_single(tokenizer, texts, seq_len: int, offsets: bool = False) -> dict:
+    """`[CLS] text [SEP]` features (the first T - 2 pieces), as
+    `tasks.encode_classification`. With `offsets`, also `piece_begin`/`piece_end`
+    int32 [B, T]: each text piece's UTF-8 byte span in its string, -1 elsewhere."""
+    pieces = Pieces(tokenizer, texts, offsets)
+    keep = tf.minimum(pieces.lengths, seq_len - 2)
+    features = _pack(pieces, keep, None, None, seq_len)
+    if offsets:
+        position = tf.range(seq_len, dtype=tf.int32)[None, :]
+        in_text = (position >= 1) & (position <= keep[:, None])
+        begin, end = pieces.byte_offsets(position - 1, in_text)
+        features["piece_begin"], features["piece_end"] = begin, end
+    return features
+
+
+def encode_pair(tokenizer, texts, pairs, seq_len: int) -> dict:
+    """`[CLS] text [SEP] text_pair [SEP]` features, truncated longest-first, as
+    `tasks.encode_classification` on `text_a`/`text_b` records."""
+    a, b = Pieces(tokenizer, texts), Pieces(tokenizer, pairs)
+    keep_a, keep_b = truncate_pair(a.lengths, b.lengths, seq_len - 3)
+    return _pack(a, keep_a, b, keep_b, seq_len)
+
+
+def encode_question(
+    tokenizer, questions, contexts, seq_len: int, max_query_len: int
+) -> dict:
+    """`[CLS] question [SEP] context [SEP]` features for the first window of each
+    context, as `tasks.encode_squad` makes them: the question keeps its first
+    `max_query_len` pieces, the context fills the rest. `piece_begin`/`piece_end`
+    hold the context pieces' UTF-8 byte spans in the context, -1 elsewhere."""
+    q = Pieces(tokenizer, questions)
+    c = Pieces(tokenizer, contexts, offsets=True)
+    keep_q = tf.minimum(q.lengths, max_query_len)
+    keep_c = tf.maximum(tf.minimum(c.lengths, seq_len - keep_q - 3), 0)
+    features = _pack(q, keep_q, c, keep_c, seq_len)
+    position = tf.range(seq_len, dtype=tf.int32)[None, :]
+    c_start = keep_q[:, None] + 2
+    in_c = (position >= c_start) & (position < c_start + keep_c[:, None])
+    begin, end = c.byte_offsets(position - c_start, in_c)
+    features["piece_begin"], features["piece_end"] = begin, end
+    return features
+
+
+def bytes_to_chars(strings, offsets):
+    """UTF-8 byte offsets [B, T] into `strings` [B] -> character offsets (-1 stays
+    -1), with core TensorFlow ops only (as `tasks._bytes_to_chars`)."""
+    _, char_starts = tf.strings.unicode_decode_with_offsets(
+        strings, "UTF-8", errors="replace"
+    )
+    table = tf.cast(char_starts.to_tensor(default_value=_FAR), tf.int32)  # [B, C]
+    # One sentinel column keeps the table non-empty when every string is empty.
+    table = tf.concat([table, tf.fill([tf.shape(table)[0], 1], _FAR)], 1)
+    # A character's index is how many characters start before its first byte.
+    chars = tf.searchsorted(table, offsets, side="left", out_type=tf.int32)
+    return tf.where(offsets >= 0, chars, -1)

@@ -1,0 +1,620 @@
+"""Exports of a fine-tuned model: the tokenizer inside SavedModel and TFLite packs
+awkward text exactly as training does, every float format agrees with Keras, and
+the SavedModel serves from a process that cannot import keras_bert_lite."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+# Inputs where tokenizers and packers disagree first.
+AWKWARD = [
+    "",
+    "   \t\n  ",
+    ("The film was wonderful, the cast charming. " * 500)[:20_000],
+    "Loved it 😀👍🏽!!",
+    "Café crème, naïve façade — déjà vu. ÀÉÎÕÜ",
+    "这部电影很好看 but the ending was dull",
+    "a" * 150,  # longer than the tokenizer's longest word: one [UNK]
+    "the plot",
+]
+
+SUBJECTS = [
+    "the film",
+    "this movie",
+    "the cast",
+    "her performance",
+    "the plot",
+    "the soundtrack",
+    "la película",
+    "这部电影",
+]
+GOOD = ["wonderful", "moving", "brilliant", "charming", "très bien"]
+BAD = ["dull", "boring", "clumsy", "tedious", "很差"]
+
+
+def _records(n: int, seed: int, pair: bool = False) -> list[dict]:
+    """Short reviews whose label follows the adjective (learnable in one epoch)."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for i in range(n):
+        good = bool(i % 2)
+        subject = SUBJECTS[rng.integers(len(SUBJECTS))]
+        adjective = (GOOD if good else BAD)[rng.integers(5)]
+        text = f"{subject} was {adjective}" + (
+            ", really." if rng.random() < 0.3 else "."
+        )
+        label = "pos" if good else "neg"
+        if pair:
+            other = SUBJECTS[rng.integers(len(SUBJECTS))]
+            records.append({"text_a": f"{other}?", "text_b": text, "label": label})
+        else:
+            records.append({"text": text, "label": label})
+    return records
+
+
+def _write_jsonl(path, records) -> str:
+    with open(path, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return str(path)
+
+
+def fine_tuned_run(root) -> str:
+    """A tiny classifier fine-tuned for one epoch on generated reviews."""
+    from keras_bert_lite.training.finetune import finetune
+
+    from keras_bert_lite.text import learn_vocabulary
+
+    records = _records(96, 0)
+    train = _write_jsonl(root / "train.jsonl", records)
+    dev = _write_jsonl(root / "dev.jsonl", _records(32, 1))
+    texts = [r["text"] for r in records]
+    vocab = root / "vocab.txt"
+    vocab.write_text("\n".join(learn_vocabulary(texts + AWKWARD, 300)) + "\n")
+    run = root / "run"
+    finetune(
+        "classify",
+        train,
+        dev,
+        str(run),
+        init="random",
+        model="tiny",
+        vocab=str(vocab),
+        seq_len=32,
+        batch_size=16,
+        epochs=1,
+        learning_rate=1e-3,
+        log=lambda s: None,
+        verbose=0,
+    )
+    return str(run)
+
+
+def _training_ids(run: str, records: list[dict]) -> dict:
+    from keras_bert_lite import run as run_dir
+    from keras_bert_lite.data import tasks
+
+    config = run_dir.read_config(run)
+    return tasks.encode_classification(
+        records, run_dir.load_tokenizer(run), config["task_options"]["seq_len"]
+    )
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(run, export directory) with both SavedModels, float32 + float16 TFLite, the
+    ids-only TFLite and ONNX."""
+    from keras_bert_lite.export import export_all
+
+    root = tmp_path_factory.mktemp("export")
+    run = fine_tuned_run(root)
+    out = root / "out"
+    export_all(run, str(out), quantize="float16", log=lambda s: None)
+    return run, str(out)
+
+
+@pytest.fixture(scope="module")
+def keras_outputs(exported):
+    from keras_bert_lite import run as run_dir
+
+    run, _ = exported
+    features = _training_ids(run, [{"text": t} for t in AWKWARD])
+    inputs = {k: features[k] for k in ("token_ids", "segment_ids", "padding_mask")}
+    outputs = run_dir.load(run).predict(inputs, verbose=0)
+    return inputs, {k: np.asarray(v) for k, v in outputs.items()}
+
+
+def _tflite_runner(path):
+    from keras_bert_lite.export.to_tflite import interpreter
+
+    return interpreter(path).get_signature_runner()
+
+
+def _strings(texts):
+    return np.array(texts, dtype=object)
+
+
+def test_in_graph_pair_truncation_matches_training():
+    import tensorflow as tf
+    from keras_bert_lite.export.text_graph import truncate_pair
+
+    from keras_bert_lite.data.tasks import _truncate_pair
+
+    lengths = np.array([(a, b) for a in range(14) for b in range(14)], np.int32)
+    for budget in range(0, 12):
+        keep_a, keep_b = truncate_pair(
+            tf.constant(lengths[:, 0]), tf.constant(lengths[:, 1]), budget
+        )
+        expected = [_truncate_pair(int(a), int(b), budget) for a, b in lengths]
+        assert list(zip(keep_a.numpy(), keep_b.numpy(), strict=True)) == expected
+
+
+def test_saved_model_and_tflite_pack_awkward_text_like_training(exported):
+    import tensorflow as tf
+
+    run, out = exported
+    expected = _training_ids(run, [{"text": t} for t in AWKWARD])
+    loaded = tf.saved_model.load(os.path.join(out, "saved_model", "1"))
+    packed = loaded.signatures["tokenize"](text=tf.constant(AWKWARD))
+    for key in ("token_ids", "segment_ids", "padding_mask"):
+        np.testing.assert_array_equal(packed[key].numpy(), expected[key], key)
+    runner = _tflite_runner(os.path.join(out, "model.tflite"))
+    for i, text in enumerate(AWKWARD):  # batch 1, as apps call it
+        got = runner(text=_strings([text]))["token_ids"]
+        np.testing.assert_array_equal(got[0], expected["token_ids"][i], repr(text[:30]))
+    together = runner(text=_strings(AWKWARD))["token_ids"]  # and as one batch
+    np.testing.assert_array_equal(together, expected["token_ids"])
+
+
+def test_float32_exports_match_keras(exported, keras_outputs):
+    import tensorflow as tf
+
+    _, out = exported
+    inputs, reference = keras_outputs
+    expected = reference["probabilities"]
+    assert np.all(np.isfinite(expected))
+    loaded = tf.saved_model.load(os.path.join(out, "saved_model", "1"))
+    served = loaded.signatures["serving_default"](text=tf.constant(AWKWARD))
+    tensors = {k: tf.constant(v) for k, v in inputs.items()}
+    by_ids = loaded.signatures["ids"](**tensors)
+    ids_only = tf.saved_model.load(os.path.join(out, "saved_model_ids", "1"))
+    by_ids_only = ids_only.signatures["serving_default"](**tensors)
+    tflite_text = _tflite_runner(os.path.join(out, "model.tflite"))(
+        text=_strings(AWKWARD)
+    )
+    tflite_ids = _tflite_runner(os.path.join(out, "model_ids.tflite"))(**inputs)
+    from keras_bert_lite.export.to_onnx import session
+
+    onnx_session = session(os.path.join(out, "model.onnx"))
+    (onnx_probabilities,) = onnx_session.run(["probabilities"], inputs)
+    for name, got in [
+        ("saved_model serving_default", served["probabilities"].numpy()),
+        ("saved_model ids", by_ids["probabilities"].numpy()),
+        ("saved_model_ids", by_ids_only["probabilities"].numpy()),
+        ("model.tflite", tflite_text["probabilities"]),
+        ("model_ids.tflite", tflite_ids["probabilities"]),
+        ("model.onnx", onnx_probabilities),
+    ]:
+        assert np.all(np.isfinite(got)), name
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4, err_msg=name)
+    labels = [s.decode() for s in served["label"].numpy()]
+    names = ["neg", "pos"]
+    assert labels == [names[i] for i in expected.argmax(-1)]
+    assert served["labels"].numpy().tolist() == [[b"neg", b"pos"]] * len(AWKWARD)
+
+
+def test_float16_tflite_is_close_to_keras(exported, keras_outputs):
+    _, out = exported
+    _, reference = keras_outputs
+    got = _tflite_runner(os.path.join(out, "model.float16.tflite"))(
+        text=_strings(AWKWARD)
+    )["probabilities"]
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, reference["probabilities"], rtol=0, atol=1e-2)
+
+
+def test_onnx_axes_are_named_batch_and_sequence(exported):
+    from keras_bert_lite.export.to_onnx import session
+
+    _, out = exported
+    inputs = session(os.path.join(out, "model.onnx")).get_inputs()
+    assert {i.name: i.shape for i in inputs} == {
+        name: ["batch", "sequence"]
+        for name in ("token_ids", "segment_ids", "padding_mask")
+    }
+
+
+CLEAN_SERVING = textwrap.dedent(
+    """
+    import json, sys
+    sys.meta_path = [f for f in sys.meta_path if "editable" not in repr(f)]
+    sys.modules["keras_bert_lite"] = None  # the package cannot be imported here
+    try:
+        import keras_bert_lite  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        raise SystemExit("keras_bert_lite is importable")
+    import tensorflow as tf
+
+    full, ids_only, texts, ids = sys.argv[1:]
+    # Stock TensorFlow, no tensorflow-text ops: the ids-only model.
+    assert "tensorflow_text" not in sys.modules
+    by_ids = tf.saved_model.load(ids_only).signatures["ids"](
+        **{k: tf.constant(v, tf.int32) for k, v in json.loads(ids).items()}
+    )
+    import tensorflow_text  # noqa: F401  (registers the tokenizer's ops)
+
+    out = tf.saved_model.load(full).signatures["serving_default"](
+        text=tf.constant(json.loads(texts))
+    )
+    print(json.dumps({
+        "label": [s.decode() for s in out["label"].numpy()],
+        "probabilities": out["probabilities"].numpy().tolist(),
+        "ids_probabilities": by_ids["probabilities"].numpy().tolist(),
+        "our_modules": sorted(
+            m for m, module in sys.modules.items()
+            if m.startswith("keras_bert") and module is not None
+        ),
+    }))
+    """
+)
+
+
+def test_saved_model_serves_where_keras_bert_lite_is_not_importable(
+    exported, keras_outputs, tmp_path
+):
+    _, out = exported
+    inputs, reference = keras_outputs
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            CLEAN_SERVING,
+            os.path.join(out, "saved_model", "1"),
+            os.path.join(out, "saved_model_ids", "1"),
+            json.dumps(AWKWARD),
+            json.dumps({k: v.tolist() for k, v in inputs.items()}),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    served = json.loads(done.stdout.strip().splitlines()[-1])
+    assert served["our_modules"] == []
+    for key in ("probabilities", "ids_probabilities"):
+        np.testing.assert_allclose(
+            served[key], reference["probabilities"], rtol=0, atol=1e-4, err_msg=key
+        )
+    names = ["neg", "pos"]
+    assert served["label"] == [names[i] for i in reference["probabilities"].argmax(-1)]
+
+
+def _saved_model_cli(*args):
+    import shutil
+
+    command = (
+        ["saved_model_cli"]
+        if shutil.which("saved_model_cli")
+        else [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
+    )
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(
+        command + list(args), capture_output=True, text=True, timeout=300, env=env
+    )
+
+
+def test_saved_model_layout_signatures_and_warmup(exported):
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    _, out = exported
+    expected = {
+        "saved_model": {"serving_default", "ids", "tokenize"},
+        "saved_model_ids": {"serving_default", "ids"},
+    }
+    for name, signatures in expected.items():
+        version = os.path.join(out, name, "1")
+        shown = _saved_model_cli("show", "--dir", version, "--all")
+        assert shown.returncode == 0, shown.stderr[-2000:]
+        listed = set(re.findall(r"signature_def\['(\w+)'\]", shown.stdout))
+        assert listed - {"__saved_model_init_op"} == signatures, name
+        for key in ("token_ids", "probabilities"):
+            assert f"['{key}']" in shown.stdout
+        warmup = os.path.join(version, "assets.extra", "tf_serving_warmup_requests")
+        logs = [
+            prediction_log_pb2.PredictionLog.FromString(r.numpy())
+            for r in tf.data.TFRecordDataset(warmup)
+        ]
+        requested = {log.predict_log.request.model_spec.signature_name for log in logs}
+        assert requested == signatures - {"tokenize"}, name
+        assert os.listdir(os.path.join(out, name)) == ["1"]  # no temporary left
+        if name == "saved_model":
+            for key in ("text", "label", "labels"):
+                assert f"['{key}']" in shown.stdout
+
+
+def test_export_json_describes_every_file(exported):
+    run, out = exported
+    manifest = json.loads(open(os.path.join(out, "export.json")).read())
+    assert manifest["run"] == os.path.abspath(run)
+    assert (manifest["task"], manifest["labels"], manifest["seq_len"]) == (
+        "classify",
+        ["neg", "pos"],
+        32,
+    )
+    names = {f["name"] for f in manifest["formats"]}
+    assert names == {
+        "saved_model",
+        "saved_model_ids",
+        "tflite",
+        "tflite_float16",
+        "tflite_ids",
+        "onnx",
+    }
+    umask = os.umask(0)
+    os.umask(umask)
+    for path, size in manifest["files"].items():
+        full = os.path.join(out, path)
+        assert os.path.getsize(full) == size
+        # Readable by a model server running as another user, as the umask allows.
+        assert os.stat(full).st_mode & 0o777 == 0o666 & ~umask, path
+
+
+def test_verify_reports_parity_metric_size_and_latency(exported):
+    from keras_bert_lite.export import verify
+
+    _, out = exported
+    report = verify(out, limit=12, log=lambda s: None)
+    assert json.loads(open(os.path.join(out, "verify.json")).read()) == json.loads(
+        json.dumps(report)
+    )
+    rows = report["formats"]
+    assert set(rows) == {
+        "saved_model",
+        "saved_model:ids",
+        "saved_model_ids",
+        "tflite",
+        "tflite_float16",
+        "tflite_ids",
+        "onnx",
+    }
+    for name, row in rows.items():
+        bound = 1e-2 if "float16" in name else 1e-4
+        assert row["max_abs_diff"] <= bound, (name, row)
+        assert row["macro_f1"] == pytest.approx(report["keras"]["macro_f1"], abs=0.1)
+        assert row["bytes"] > 0 and row["latency_ms"]["p95"] >= row["latency_ms"]["p50"]
+        if row["input"] == "text":
+            assert row["token_ids_match"], name
+
+
+def test_predict_from_every_exported_format_matches_the_run(exported, capsys):
+    from keras_bert_lite.export.predict import predict as predict_exported
+    from keras_bert_lite.training.finetune import predict
+
+    from keras_bert_lite import cli
+
+    run, out = exported
+    texts = AWKWARD[2:6]
+    expected = predict(run, texts)
+    manifest = json.loads(open(os.path.join(out, "export.json")).read())
+    artefacts = [os.path.join(out, f["path"]) for f in manifest["formats"]] + [out]
+    for path in artefacts:
+        got = predict_exported(path, texts)
+        bound = 1e-2 if "float16" in path else 1e-4
+        for want, row in zip(expected, got, strict=True):
+            assert row["text"] == want["text"]
+            assert row["label"] == want["label"], path
+            for label, p in want["probabilities"].items():
+                assert abs(row["probabilities"][label] - p) <= bound, path
+    onnx_file = os.path.join(out, "model.onnx")
+    assert cli.main(["predict", "--model", onnx_file, texts[0]]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["label"] == expected[0]["label"]
+    assert cli.main(["predict", "--model", os.path.join(out, "nope.tflite"), "x"]) == 2
+    assert "nope.tflite" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def pair_run(exported, tmp_path_factory):
+    """The fine-tuned run, turned into a sentence-pair run: its weights serve pairs
+    as well, and its train and dev files now hold text_a/text_b records, which is
+    how the exporter tells a pair run (config.json has no pair flag)."""
+    import shutil
+
+    from keras_bert_lite.io import read_json, write_json
+
+    run, _ = exported
+    root = tmp_path_factory.mktemp("pair")
+    copy = root / "run"
+    shutil.copytree(run, copy)
+    config = read_json(str(copy / "config.json"))
+    for key, n, seed in (("train_file", 32, 0), ("dev_file", 16, 1)):
+        config[key] = _write_jsonl(root / f"{key}.jsonl", _records(n, seed, pair=True))
+    write_json(str(copy / "config.json"), config)
+    return str(copy)
+
+
+def test_pair_run_packs_both_texts_like_training(pair_run, tmp_path):
+    import tensorflow as tf
+    from keras_bert_lite.export import saved_model, tflite
+
+    pairs = [(a, b) for a in AWKWARD[:4] for b in AWKWARD[2:6]]
+    expected = _training_ids(pair_run, [{"text_a": a, "text_b": b} for a, b in pairs])
+    assert expected["segment_ids"].any()
+    texts = {"text": [a for a, _ in pairs], "text_pair": [b for _, b in pairs]}
+    version = saved_model(pair_run, str(tmp_path), warmup=False)
+    tokenize = tf.saved_model.load(version).signatures["tokenize"]
+    packed = tokenize(**{k: tf.constant(v) for k, v in texts.items()})
+    for key in ("token_ids", "segment_ids", "padding_mask"):
+        np.testing.assert_array_equal(packed[key].numpy(), expected[key], key)
+    runner = _tflite_runner(tflite(pair_run, str(tmp_path)))
+    got = runner(**{k: _strings(v) for k, v in texts.items()})
+    np.testing.assert_array_equal(got["token_ids"], expected["token_ids"])
+
+
+def test_cli_errors_name_the_export_directory(tmp_path, capsys):
+    from keras_bert_lite import cli
+
+    assert cli.main(["verify", "--export", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nowhere" in err[0]
+    assert cli.main(["verify", "--export", str(tmp_path)]) == 2
+    assert "export.json" in capsys.readouterr().err
+
+
+def test_cli_export_then_verify(exported, tmp_path, capsys):
+    from keras_bert_lite import cli
+
+    run, _ = exported
+    out = tmp_path / "out"
+    args = ["export", "--model", run, "--format", "tflite", "--quantize", "dynamic"]
+    assert cli.main([*args, "--out", str(out)]) == 0
+    assert sorted(os.listdir(out)) == [
+        "export.json",
+        "model.dynamic.tflite",
+        "model.tflite",
+        "model_ids.tflite",
+    ]
+    report = tmp_path / "report.json"
+    args = ["verify", "--export", str(out), "--limit", "8", "--json", str(report)]
+    assert cli.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "tflite_dynamic" in printed and "p95 ms" in printed
+    rows = json.loads(report.read_text())["formats"]
+    assert rows["tflite"]["max_abs_diff"] <= 1e-4 and rows["tflite"]["token_ids_match"]
+    assert (
+        cli.main(
+            [
+                "export",
+                "--model",
+                run,
+                "--format",
+                "onnx",
+                "--quantize",
+                "int8",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
+    assert "--quantize" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tagging_and_qa_exports_decode_in_graph(tmp_path):
+    """Tagging: per-piece tags with the character spans the run's tokenizer gives;
+    QA: the in-graph answer equals `tasks.decode_squad` on single-window questions."""
+    import math
+
+    import tensorflow as tf
+    from keras_bert_lite.export import load_source, saved_model, tflite
+    from keras_bert_lite.training.finetune import finetune
+
+    from keras_bert_lite import run as run_dir
+    from keras_bert_lite.data import tasks
+    from keras_bert_lite.text import learn_vocabulary
+    from tests.conftest import shared_file
+    from tests.test_finetune import _slice_conll, _slice_squad
+
+    tag_train, tag_dev = tmp_path / "train.conll", tmp_path / "dev.conll"
+    _slice_conll(shared_file("ner", "en", "wnut16.train.conll"), tag_train, 240)
+    _slice_conll(shared_file("ner", "en", "wnut16.dev.conll"), tag_dev, 60)
+    qa_train, qa_dev = tmp_path / "train.json", tmp_path / "dev.json"
+    _slice_squad(shared_file("qa", "zh", "msra_mrc.train.json"), qa_train, 60)
+    _slice_squad(shared_file("qa", "zh", "msra_mrc.dev.json"), qa_dev, 30)
+    sentences = [" ".join(w) for w, _ in tasks.read_conll(str(tag_train))]
+    for ex in tasks.read_squad(str(qa_train)):
+        sentences += [ex.question, ex.context]
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(learn_vocabulary(sentences, 1500)) + "\n")
+    runs = {}
+    for task, train, dev, seq_len in (
+        ("tag", tag_train, tag_dev, 64),
+        ("qa", qa_train, qa_dev, 128),
+    ):
+        runs[task] = str(tmp_path / task)
+        finetune(
+            task,
+            str(train),
+            str(dev),
+            runs[task],
+            init="random",
+            model="tiny",
+            vocab=str(vocab),
+            seq_len=seq_len,
+            batch_size=16,
+            epochs=1,
+            doc_stride=48,
+            log=lambda s: None,
+            verbose=0,
+        )
+
+    texts = AWKWARD + ["Héllo @John visited New York 😀 today", "ÀÉÎ façade 中国人"]
+    served = tf.saved_model.load(saved_model(runs["tag"], str(tmp_path / "tag_out")))
+    out = served.signatures["serving_default"](text=tf.constant(texts))
+    tokenizer = run_dir.load_tokenizer(runs["tag"])
+    ids, begin, end = tokenizer.tokenize_with_offsets(texts)
+    for i, text in enumerate(texts):
+        n = min(len(ids[i]), 62)
+        chars = tasks._bytes_to_chars(text, begin[i].numpy()[:n], end[i].numpy()[:n])
+        np.testing.assert_array_equal(out["start"].numpy()[i, 1 : n + 1], chars[0])
+        np.testing.assert_array_equal(out["end"].numpy()[i, 1 : n + 1], chars[1])
+        assert (out["tags"].numpy()[i, n + 1 :] == b"").all()
+    labels = tasks.read_labels(os.path.join(runs["tag"], "labels.txt"))
+    pieces = out["start"].numpy() >= 0
+    assert set(out["tags"].numpy()[pieces].tolist()) <= {t.encode() for t in labels}
+    assert (out["tags"].numpy()[~pieces] == b"").all()
+    tflite(runs["tag"], str(tmp_path / "tag_out"))
+
+    source = load_source(runs["qa"])
+    source.options["null_threshold"] = 1e9  # always answer, to compare spans
+    served = tf.saved_model.load(saved_model(source, str(tmp_path / "qa_out")))
+    examples = tasks.read_squad(str(qa_dev))
+    features = tasks.encode_squad(examples, source.tokenizer, 128, 48, 64)
+    logits = source.model.predict(features.inputs(), verbose=0)
+    expected = tasks.decode_squad(
+        features,
+        logits["start_logits"],
+        logits["end_logits"],
+        examples,
+        null_threshold=math.inf,
+    )
+    single = [
+        e for e in range(len(examples)) if (features.example_index == e).sum() == 1
+    ]
+    assert len(single) >= 10
+    out = served.signatures["serving_default"](
+        question=tf.constant([examples[e].question for e in single]),
+        context=tf.constant([examples[e].context for e in single]),
+    )
+    for i, e in enumerate(single):
+        want = expected[examples[e].id]
+        got = (
+            out["answer"].numpy()[i].decode(),
+            int(out["start"][i]),
+            int(out["end"][i]),
+        )
+        assert got == (want["text"], want["start"], want["end"])
+    runner = _tflite_runner(tflite(source, str(tmp_path / "qa_out")))
+    first = [int(np.flatnonzero(features.example_index == e)[0]) for e in single]
+    got = runner(
+        question=_strings([examples[e].question for e in single]),
+        context=_strings([examples[e].context for e in single]),
+    )
+    np.testing.assert_array_equal(got["token_ids"], features.token_ids[first])
