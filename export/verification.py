@@ -35,11 +35,17 @@ class _Fixed:
     """A stand-in model whose `predict` returns outputs computed elsewhere, so
     `finetune.score` scores any format the same way."""
 
-    def __init__(self, outputs: dict[str, np.ndarray]):
+    def __init__(self, outputs: dict[str, np.ndarray], model=None):
+        from keras_bert_lite.training.finetune import transition_scores
+
         self.outputs = outputs
+        self.scores = transition_scores(model)  # a tagger's CRF, decoded alike
 
     def predict(self, inputs, batch_size=None, verbose=0):
         return self.outputs
+
+    def transition_scores(self):
+        return self.scores
 
 
 def _one_thread() -> int | None:
@@ -225,7 +231,7 @@ def verify(
         ).items()
     }
     metrics, _ = finetune.score(
-        source.task, _Fixed(reference), encoded, source.labels, options
+        source.task, _Fixed(reference, source.model), encoded, source.labels, options
     )
     metric_name, keras_metric = _metric_of(source.task, source.label_kind, metrics)
     log(
@@ -291,7 +297,10 @@ def _verify_entry(entry, path, source, encoded, records, reference, mask) -> dic
             stacked["probabilities"] = stacked["value"]
         metrics, _ = finetune.score(
             source.task,
-            _Fixed({k: stacked[k] for k in source.output_names if k in stacked}),
+            _Fixed(
+                {k: stacked[k] for k in source.output_names if k in stacked},
+                source.model,
+            ),
             encoded,
             source.labels,
             source.options,
@@ -302,6 +311,7 @@ def _verify_entry(entry, path, source, encoded, records, reference, mask) -> dic
             "input": kind,
             "max_abs_diff": _max_difference(source, reference, stacked, mask),
             metric_name: value,
+            **({"accuracy": metrics["accuracy"]} if "accuracy" in metrics else {}),
             "latency_ms": {
                 "p50": float(np.percentile(ms, 50)),
                 "p95": float(np.percentile(ms, 95)),

@@ -297,6 +297,7 @@ def _cmd_finetune(args) -> dict:
         doc_stride=args.doc_stride,
         max_query_len=args.max_query_len,
         max_train=args.max_train,
+        crf=args.crf,
         seed=args.seed,
     )
     return {
@@ -500,6 +501,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--doc-stride", type=_positive_int, default=128)
     p.add_argument("--max-query-len", type=_positive_int, default=64)
+    p.add_argument(
+        "--crf",
+        action="store_true",
+        help="tagging: a CRF layer on the tag scores (learned transitions)",
+    )
     p.add_argument(
         "--max-train",
         type=_positive_int,

@@ -49,7 +49,12 @@ def load_tokenizer(run: str):
 
 
 def build_task_model(
-    task: str, backbone, num_labels: int, kind: str = "single", dropout: float = 0.1
+    task: str,
+    backbone,
+    num_labels: int,
+    kind: str = "single",
+    dropout: float = 0.1,
+    crf: bool = False,
 ):
     """The fine-tuning model of a task ("classify", "tag" or "qa") on a backbone."""
     from keras_bert_lite.models import (
@@ -67,7 +72,7 @@ def build_task_model(
             dropout=dropout,
         )
     if task == "tag":
-        return BertTokenClassifier(backbone, num_labels, dropout=dropout)
+        return BertTokenClassifier(backbone, num_labels, dropout=dropout, crf=crf)
     if task == "qa":
         return BertQuestionAnswerer(backbone)
     raise KblError(f"config.json: unknown task {task!r}")
@@ -92,6 +97,7 @@ def build_model(config: dict, dtype=None):
         int(options.get("num_labels", 0)),
         str(options.get("label_kind", "single")),
         float(options.get("dropout", 0.1)),
+        crf=bool(options.get("crf", False)),
     )
 
 

@@ -14,6 +14,8 @@ import textwrap
 import numpy as np
 import pytest
 
+from tests.conftest import shared_file
+
 # Inputs where tokenizers and packers disagree first.
 AWKWARD = [
     "",
@@ -427,6 +429,53 @@ def test_predict_from_every_exported_format_matches_the_run(exported, capsys):
     assert printed["label"] == expected[0]["label"]
     assert cli.main(["predict", "--model", os.path.join(out, "nope.tflite"), "x"]) == 2
     assert "nope.tflite" in capsys.readouterr().err
+
+
+def test_every_format_on_the_sentiment_dev_set(tmp_path):
+    """The real dev set: float32 formats within 1e-4 of Keras, float16 within 1e-2,
+    and full int8 moves dev accuracy by at most one point."""
+    from keras_bert_lite.export import export_all, verify
+    from keras_bert_lite.training.finetune import finetune
+
+    from keras_bert_lite.data import tasks
+    from keras_bert_lite.text import learn_vocabulary
+
+    train = shared_file("cls", "en", "movie_snippets.train.jsonl")
+    dev = shared_file("cls", "en", "movie_snippets.dev.jsonl")
+    texts = [r["text"] for r in tasks.read_classification(train)]
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(learn_vocabulary(texts, 4000)) + "\n")
+    run = str(tmp_path / "run")
+    finetune(
+        "classify",
+        train,
+        dev,
+        run,
+        init="random",
+        model="tiny",
+        vocab=str(vocab),
+        seq_len=64,
+        batch_size=32,
+        epochs=2,
+        learning_rate=1e-3,
+        log=lambda s: None,
+        verbose=0,
+    )
+    out = str(tmp_path / "out")
+    export_all(run, out, quantize=["float16", "int8"], log=lambda s: None)
+    report = verify(out, log=lambda s: None)
+    assert report["records"] == 1056
+    keras = report["keras"]["metrics"]["accuracy"]
+    assert keras > 0.6  # a model that learned something, so that int8 can break it
+    rows = report["formats"]
+    for name, row in rows.items():
+        if name == "tflite_int8":
+            assert abs(row["accuracy"] - keras) <= 0.01, row
+        else:
+            bound = 1e-2 if "float16" in name else 1e-4
+            assert row["max_abs_diff"] <= bound, (name, row)
+        if row["input"] == "text":
+            assert row["token_ids_match"], name
 
 
 @pytest.fixture(scope="module")

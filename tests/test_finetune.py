@@ -5,6 +5,7 @@ import csv
 import itertools
 import json
 
+import numpy as np
 import pytest
 
 from tests.conftest import shared_file
@@ -101,10 +102,12 @@ def vocab(task_data, tmp_path_factory):
     return str(path)
 
 
-@pytest.mark.parametrize("task", ["classify", "pair", "tag", "qa"])
+@pytest.mark.parametrize("task", ["classify", "pair", "tag", "tag-crf", "qa"])
 def test_tiny_model_fine_tunes_and_loss_falls(task, task_data, vocab, tmp_path):
     from keras_bert_lite.training.finetune import evaluate, finetune
 
+    crf = task == "tag-crf"
+    task = "tag" if crf else task
     train, dev = task_data[task]
     kind = "classify" if task == "pair" else task
     run = tmp_path / "run"
@@ -122,6 +125,7 @@ def test_tiny_model_fine_tunes_and_loss_falls(task, task_data, vocab, tmp_path):
         learning_rate=3e-4,
         patience=5,
         doc_stride=48,
+        crf=crf,
         log=lambda s: None,
         verbose=0,
     )
@@ -140,6 +144,11 @@ def test_tiny_model_fine_tunes_and_loss_falls(task, task_data, vocab, tmp_path):
     assert again[key] == pytest.approx(result.metrics[key])
     if kind != "qa":
         assert (run / "labels.txt").exists()
+    if crf:  # the transitions were learned (they start at zero) and are kept
+        from keras_bert_lite import run as run_dir
+
+        start, transitions, end = run_dir.load(str(run)).transition_scores()
+        assert np.abs(transitions).max() > 1e-3
 
 
 def test_predict_gives_labels_with_probabilities(task_data, vocab, tmp_path):

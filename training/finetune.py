@@ -162,6 +162,7 @@ def score(
             [len(words) for words, _ in data.records],
             labels,
             scheme,
+            transition_scores(model),
         )
         predicted = [[labels[i] for i in sentence] for sentence in ids]
         truth = [t for _, t in data.records]
@@ -184,18 +185,30 @@ def decode_tags(
     num_words: Sequence[int],
     labels: Sequence[str],
     scheme: str,
+    transition_scores=None,
 ) -> list[list[int]]:
     """Per-word tag ids by Viterbi over the word scores, allowing only sequences the
-    tag scheme permits (no `I-X` after `O` or after another type)."""
+    tag scheme permits (no `I-X` after `O` or after another type). With a CRF's
+    `transition_scores` (start, transitions, end), its logits are the emissions and
+    the learned transitions join the path score."""
     from keras_bert_lite.data import tasks
 
-    shifted = logits - logits.max(-1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    if transition_scores is None:
+        shifted = logits - logits.max(-1, keepdims=True)
+        scores = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    else:
+        scores = logits
     start, trans, end = tasks.allowed_transitions(labels, scheme)
     return [
-        tasks.viterbi_decode(w, start, trans, end)
-        for w in tasks.word_scores(features, log_probs, num_words)
+        tasks.viterbi_decode(w, start, trans, end, transition_scores)
+        for w in tasks.word_scores(features, scores, num_words)
     ]
+
+
+def transition_scores(model):
+    """A tagger's CRF scores (start, transitions, end), or None without a CRF."""
+    scores = getattr(model, "transition_scores", None)
+    return scores() if callable(scores) else None
 
 
 def _main_metric(task: str, metrics: dict, kind: str = "single") -> float:
@@ -258,6 +271,7 @@ def finetune(
     max_query_len: int = 64,
     max_train: int | None = None,
     dropout: float = 0.1,
+    crf: bool = False,
     seed: int = 0,
     precision: str = "auto",
     jit_compile: bool | str = "auto",
@@ -283,6 +297,8 @@ def finetune(
         max_train: train on a seeded random sample of this many training records
             (all of them when None), for budgets and learning curves.
         dropout: before the task head.
+        crf: tagging only: a linear-chain CRF on the tag scores (sequence loss,
+            learned transitions used in decoding).
         seed: weight initialisation, dropout and shuffling.
         precision, jit_compile: as for pretraining ("auto" chooses by device).
         log: where progress lines go.
@@ -337,6 +353,9 @@ def finetune(
     }
     if task == "tag":
         options["scheme"] = tasks.detect_scheme([t for _, t in train_records])
+        options["crf"] = bool(crf)
+    elif crf:
+        raise KblError("--crf applies to token classification (--task tag) only")
     log(
         f"{task}: {len(train_records)} training and {len(dev_records)} dev records"
         + (f", {len(labels)} labels" if labels else "")
@@ -351,7 +370,9 @@ def finetune(
     steps_per_epoch = max(1, math.ceil(n / batch_size))
     total_steps = steps_per_epoch * epochs
 
-    model = run_dir.build_task_model(task, backbone, len(labels), kind, dropout)
+    model = run_dir.build_task_model(
+        task, backbone, len(labels), kind, dropout, crf=options.get("crf", False)
+    )
     model.compile(
         optimizer=adamw(learning_rate, total_steps, warmup, weight_decay),
         jit_compile=resolve_jit_compile(jit_compile, precision),
@@ -547,6 +568,7 @@ def predict(run: str, texts: Sequence[str], batch_size: int = 64) -> list[dict]:
             [len(w) for w in words],
             labels,
             options.get("scheme", "BIO"),
+            transition_scores(model),
         )
         results = []
         for text, spans, sentence in zip(texts, offsets, ids, strict=True):

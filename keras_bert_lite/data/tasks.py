@@ -984,26 +984,34 @@ def allowed_transitions(
 
 
 def viterbi_decode(
-    log_probs: np.ndarray, start: np.ndarray, trans: np.ndarray, end: np.ndarray
+    log_probs: np.ndarray,
+    start: np.ndarray,
+    trans: np.ndarray,
+    end: np.ndarray,
+    transition_scores: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> list[int]:
     """The best label sequence (ids) under the allowed-transition masks.
 
     Args:
-        log_probs: float (words, K) per-word log-probabilities.
+        log_probs: float (words, K) per-word scores (log-probabilities, or a CRF's
+            emissions).
         start, trans, end: masks from `allowed_transitions`.
+        transition_scores: a CRF's learned (start (K,), transitions (K, K), end (K,))
+            scores, added to the path score; None for none.
     """
     n, k = log_probs.shape
     if n == 0:
         return []
     forbidden = -1e9
-    score = log_probs[0] + np.where(start, 0.0, forbidden)
+    learned = transition_scores or (0.0, 0.0, 0.0)
+    score = log_probs[0] + np.where(start, learned[0], forbidden)
     back = np.zeros((n, k), np.int64)
-    penalty = np.where(trans, 0.0, forbidden)
+    penalty = np.where(trans, learned[1], forbidden)
     for t in range(1, n):
         candidates = score[:, None] + penalty  # (previous, current)
         back[t] = candidates.argmax(0)
         score = candidates.max(0) + log_probs[t]
-    score = score + np.where(end, 0.0, forbidden)
+    score = score + np.where(end, learned[2], forbidden)
     best = [int(score.argmax())]
     for t in range(n - 1, 0, -1):
         best.append(int(back[t, best[-1]]))
