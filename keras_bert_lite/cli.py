@@ -344,10 +344,25 @@ def _is_export(path: str) -> bool:
     )
 
 
+def _cmd_import(args) -> dict:
+    from keras_bert_lite.checkpoints import import_checkpoint
+
+    lowercase = True if args.uncased else False if args.cased else None
+    print(f"importing {args.source} -> {args.out}", flush=True)
+    return import_checkpoint(args.source, args.out, lowercase=lowercase)
+
+
 # === export / verify ===
 
 
 def _cmd_export(args) -> dict:
+    if args.format == "hf":  # a Hugging Face BERT folder, not a serving artefact
+        from keras_bert_lite.checkpoints import export_hf
+
+        if args.quantize not in (None, "none"):
+            raise KblError("--quantize applies to TFLite files; --format hf has none")
+        print(f"exporting {args.model} as hf -> {args.out}", flush=True)
+        return export_hf(args.model, args.out)
     from keras_bert_lite.export import export_all, load_source, onnx, saved_model
     from keras_bert_lite.export import tflite as to_tflite
     from keras_bert_lite.export.bundle import quantizations
@@ -533,13 +548,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the predictions JSON here")
     p.set_defaults(func=_cmd_predict)
 
+    p = sub.add_parser(
+        "import",
+        help="a published BERT (Google TF1 or Hugging Face folder) as a run directory",
+    )
+    p.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        help="folder with bert_config.json, vocab.txt, bert_model.ckpt.* (Google) or "
+        "config.json, vocab.txt, model.safetensors|pytorch_model.bin (Hugging Face)",
+    )
+    p.add_argument("--out", required=True, help="run directory to write")
+    casing = p.add_mutually_exclusive_group()
+    casing.add_argument(
+        "--cased", action="store_true", help="keep case and accents (default: auto)"
+    )
+    casing.add_argument(
+        "--uncased",
+        action="store_true",
+        help="lower-case and strip accents (default: tokenizer_config.json, the folder "
+        "name, the vocabulary)",
+    )
+    p.add_argument("--json", help="also write the result JSON here")
+    p.set_defaults(func=_cmd_import)
+
     # === export / verify ===
     p = sub.add_parser(
         "export", help="write a fine-tuned run as SavedModel, TFLite and ONNX"
     )
     p.add_argument("--model", required=True, help="fine-tuned run directory")
     p.add_argument(
-        "--format", required=True, choices=["saved_model", "tflite", "onnx", "all"]
+        "--format",
+        required=True,
+        choices=["saved_model", "tflite", "onnx", "all", "hf"],
+        help="hf: a Hugging Face BERT folder (config, vocab, safetensors)",
     )
     p.add_argument(
         "--quantize",
