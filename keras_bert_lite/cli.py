@@ -319,8 +319,18 @@ def _cmd_evaluate(args) -> dict:
 def _cmd_predict(args) -> dict:
     from keras_bert_lite.training.finetune import predict
 
-    texts = list(args.text)
-    if args.input:
+    texts, contexts = list(args.text), None
+    if args.question or args.context:
+        if len(args.question or []) != len(args.context or []):
+            raise KblError("give one --context for every --question")
+        texts, contexts = list(args.question), list(args.context)
+    if args.input and args.input.endswith(".json"):  # SQuAD: questions on contexts
+        from keras_bert_lite.data import tasks
+
+        examples = tasks.read_squad(args.input, require_answers=False)
+        texts = [e.question for e in examples]
+        contexts = [e.context for e in examples]
+    elif args.input:
         with open(args.input, encoding="utf-8") as f:
             texts += [line.rstrip("\n") for line in f if line.strip()]
     if not texts:
@@ -330,7 +340,7 @@ def _cmd_predict(args) -> dict:
 
         results = predict_exported(args.model, texts)
     else:
-        results = predict(args.model, texts)
+        results = predict(args.model, texts, contexts=contexts)
     for r in results:
         print(json.dumps(r, ensure_ascii=False))
     return {"predictions": results}
@@ -544,7 +554,13 @@ def build_parser() -> argparse.ArgumentParser:
         "SavedModel version directory, or the directory `kbl export` wrote",
     )
     p.add_argument("text", nargs="*", help="texts to classify or tag")
-    p.add_argument("--input", help="a file with one text per line")
+    p.add_argument(
+        "--input", help="a file with one text per line, or a SQuAD .json for QA"
+    )
+    p.add_argument("--question", action="append", help="QA: a question (repeatable)")
+    p.add_argument(
+        "--context", action="append", help="QA: the context of each --question"
+    )
     p.add_argument("--json", help="also write the predictions JSON here")
     p.set_defaults(func=_cmd_predict)
 

@@ -144,6 +144,25 @@ def test_tiny_model_fine_tunes_and_loss_falls(task, task_data, vocab, tmp_path):
     assert again[key] == pytest.approx(result.metrics[key])
     if kind != "qa":
         assert (run / "labels.txt").exists()
+    if kind == "qa":  # answers are cut from each context by character offsets
+        from keras_bert_lite.training.finetune import predict
+
+        from keras_bert_lite.data import tasks
+
+        examples = tasks.read_squad(dev, require_answers=False)[:12]
+        answers = predict(
+            str(run),
+            [e.question for e in examples],
+            contexts=[e.context for e in examples],
+        )
+        assert len(answers) == len(examples)
+        for example, answer in zip(examples, answers, strict=True):
+            if answer["start"] >= 0:
+                assert (
+                    example.context[answer["start"] : answer["end"]] == answer["text"]
+                )
+            else:
+                assert answer["text"] == ""
     if crf:  # the transitions were learned (they start at zero) and are kept
         from keras_bert_lite import run as run_dir
 

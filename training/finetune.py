@@ -517,9 +517,15 @@ def evaluate(run: str, data: str, batch_size: int = 64) -> dict:
     return metrics
 
 
-def predict(run: str, texts: Sequence[str], batch_size: int = 64) -> list[dict]:
-    """Predictions on raw text: labels with probabilities, or entities with character
-    offsets. (QA takes a SQuAD file through `evaluate`.)"""
+def predict(
+    run: str,
+    texts: Sequence[str],
+    batch_size: int = 64,
+    contexts: Sequence[str] | None = None,
+) -> list[dict]:
+    """Predictions on raw text: labels with probabilities, entities with character
+    offsets, or (QA: `texts` are questions, each on its `contexts` entry) answers with
+    character offsets into the context ("" and -1 when the model finds none)."""
     from keras_bert_lite.data import tasks
 
     config, task = _task_of(run)
@@ -584,10 +590,31 @@ def predict(run: str, texts: Sequence[str], batch_size: int = 64) -> list[dict]:
             ]
             results.append({"text": text, "entities": entities})
         return results
-    raise KblError(
-        "qa predictions need a question and a context: use "
-        "`kbl evaluate --data SQUAD.json`"
+    if contexts is None or len(contexts) != len(texts):
+        raise KblError(
+            "qa predictions need one context per question: give --question and "
+            "--context, or --input SQUAD.json"
+        )
+    examples = [
+        tasks.QAExample(id=str(i), question=q, context=c)
+        for i, (q, c) in enumerate(zip(texts, contexts, strict=True))
+    ]
+    features = tasks.encode_squad(
+        examples,
+        tokenizer,
+        options["seq_len"],
+        options["doc_stride"],
+        options["max_query_len"],
     )
+    logits = _predict_outputs(model, features.inputs(), batch_size)
+    answers = tasks.decode_squad(
+        features,
+        logits["start_logits"],
+        logits["end_logits"],
+        examples,
+        null_threshold=options.get("null_threshold", 0.0),
+    )
+    return [{"question": ex.question, **answers[ex.id]} for ex in examples]
 
 
 def _words_with_offsets(text: str) -> list[tuple[int, int]]:
