@@ -629,7 +629,18 @@ def test_tagging_and_qa_exports_decode_in_graph(tmp_path):
     pieces = out["start"].numpy() >= 0
     assert set(out["tags"].numpy()[pieces].tolist()) <= {t.encode() for t in labels}
     assert (out["tags"].numpy()[~pieces] == b"").all()
-    tflite(runs["tag"], str(tmp_path / "tag_out"))
+    tagger = tflite(runs["tag"], str(tmp_path / "tag_out"))
+    # Entities from the SavedModel's per-piece tags and from the .tflite file's
+    # probabilities and byte offsets are the same, and are the texts' own substrings.
+    from keras_bert_lite.export.predict import predict as predict_exported
+
+    from_saved = predict_exported(
+        str(tmp_path / "tag_out" / "saved_model" / "1"), texts
+    )
+    assert predict_exported(tagger, texts) == from_saved
+    for row in from_saved:
+        for entity in row["entities"]:
+            assert row["text"][entity["start"] : entity["end"]] == entity["text"]
 
     source = load_source(runs["qa"])
     source.options["null_threshold"] = 1e9  # always answer, to compare spans
