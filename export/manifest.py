@@ -91,7 +91,26 @@ def read_manifest(directory: str) -> dict[str, Any]:
             f"{path}: not a keras-bert-lite export manifest of version "
             f"{EXPORT_VERSION}; export the run again"
         )
+    formats = manifest.get("formats")
+    if not isinstance(formats, list) or not all(isinstance(f, dict) for f in formats):
+        raise KblError(f"{path}: 'formats' must be a list of objects")
+    for entry in formats:
+        inside(directory, entry.get("path"), f"{path}: formats[].path")
+    for name in manifest.get("files") or {}:
+        inside(directory, name, f"{path}: files")
     return manifest
+
+
+def inside(directory: str, name: Any, where: str) -> str:
+    """`directory`/`name`, refusing a name that is not a relative path staying
+    inside `directory` (an export never points at files elsewhere)."""
+    if not isinstance(name, str) or not name or os.path.isabs(name):
+        raise KblError(f"{where}: {name!r} is not a relative path inside the export")
+    root = os.path.realpath(directory)
+    full = os.path.realpath(os.path.join(root, name))
+    if os.path.commonpath([root, full]) != root:
+        raise KblError(f"{where}: {name!r} points outside {directory}; refusing it")
+    return full
 
 
 def record(directory: str, source: ExportSource, artefact: dict[str, Any]) -> dict:

@@ -299,6 +299,7 @@ def _cmd_finetune(args) -> dict:
         max_train=args.max_train,
         crf=args.crf,
         seed=args.seed,
+        resume=args.resume,
     )
     return {
         "run": result.run,
@@ -411,14 +412,29 @@ def _cmd_verify(args) -> dict:
     return verify(args.export, data=args.data, limit=args.limit)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments: one line and exit status 2, like every other bad input."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _wrapped_kbl_error(error: BaseException) -> str | None:
+    """The message of a KblError that TensorFlow re-raised as its own error type
+    (raised inside a tf.data generator or py_function), else None."""
+    text = str(error)
+    marker = "KblError: "
+    if marker not in text:
+        return None
+    return text.rsplit(marker, 1)[1].strip().splitlines()[0]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="kbl", description="Train your own BERT and ship it."
-    )
+    parser = _Parser(prog="kbl", description="Train your own BERT and ship it.")
     parser.add_argument(
         "--debug", action="store_true", help="show the full traceback on errors"
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("quickstart", help="the whole path on the built-in default data")
     p.add_argument("--out", default="kbl-quickstart", help="output directory")
@@ -537,6 +553,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="train on a seeded random sample of this many records (default: all)",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run in --out (give the same arguments)",
+    )
     p.add_argument("--json", help="also write the result JSON here")
     p.set_defaults(func=_cmd_finetune)
 
@@ -638,6 +659,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"kbl {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a KblError TensorFlow wrapped on its way out
+        message = _wrapped_kbl_error(e)
+        if message is None or args.debug:
+            raise
+        print(f"kbl {args.command}: error: {message}", file=sys.stderr)
+        return 2
     if getattr(args, "json", None):
         from keras_bert_lite.io import write_json
 

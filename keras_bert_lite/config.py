@@ -8,6 +8,7 @@ JSON and `BertBackbone(**config.to_dict())` without renaming shims.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 from keras_bert_lite.errors import KblError
@@ -187,17 +188,47 @@ class TrainConfig:
         return _from_dict(cls, values, where)
 
 
+def _type_error(name: str, annotation: str, value: Any) -> str | None:
+    """Why `value` does not fit a field annotated `annotation` ("int | None"...)."""
+    allowed = [a.strip() for a in str(annotation).split("|")]
+    checks = {
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "bool": lambda v: isinstance(v, bool),
+        "str": lambda v: isinstance(v, str),
+        "None": lambda v: v is None,
+    }
+    if any(checks.get(a, lambda v: True)(value) for a in allowed):
+        return None
+    wanted = " or ".join(
+        {"int": "an integer", "float": "a number", "bool": "true or false"}.get(
+            a, "null" if a == "None" else "a string" if a == "str" else a
+        )
+        for a in allowed
+    )
+    return f"'{name}' must be {wanted}, got {value!r}"
+
+
 def _from_dict(cls, values: dict[str, Any], where: str):
+    """`cls(**values)` for values read from a file: unknown keys and wrong types
+    are errors naming `where` (the file and section), never a traceback."""
     if not isinstance(values, dict):
         raise KblError(f"{where}: expected a JSON object, got {type(values).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
     if unknown:
         raise KblError(
             f"{where}: unknown key(s) {', '.join(unknown)}; known keys are "
-            f"{', '.join(sorted(known))}"
+            f"{', '.join(sorted(fields))}"
         )
+    for name, value in values.items():
+        problem = _type_error(name, fields[name].type, value)
+        if problem:
+            raise KblError(f"{where}: {problem}")
     try:
         return cls(**values)
-    except TypeError as e:  # pragma: no cover - dataclass guards above catch most
+    except KblError as e:  # name the file, not just the section
+        message = re.sub(r"^(model|data|train) config: ", "", str(e))
+        raise KblError(f"{where}: {message}") from None
+    except (TypeError, ValueError) as e:
         raise KblError(f"{where}: {e}") from None

@@ -4,6 +4,7 @@ renamed into place, so a crash never leaves a half-written file where a good one
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -28,9 +29,38 @@ def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # h5py raises either on a full disk
+        if not disk_full(e):
+            raise
+        from keras_bert_lite.errors import KblError
+
+        raise KblError(
+            f"{path}: no space left on the device while writing it; the previous "
+            "file (if any) is untouched; free some space and run the command again"
+        ) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether an error means the disk (or quota) is full. h5py reports HDF5's
+    write failures as OSError without errno, the reason only in the message."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "No space left on device" in str(error) or "errno = 28" in str(error)
+
+
+def remove_temporaries(directory: str) -> list[str]:
+    """Deletes the `.tmp-*` files an interrupted write left in `directory`."""
+    removed = []
+    if os.path.isdir(directory):
+        for name in os.listdir(directory):
+            full = os.path.join(directory, name)
+            if name.startswith(".tmp-") and os.path.isfile(full):
+                os.remove(full)
+                removed.append(full)
+    return removed
 
 
 def write_text(path: str, text: str) -> None:

@@ -16,25 +16,46 @@ from __future__ import annotations
 
 import os
 
-from keras_bert_lite.config import CONFIG_VERSION, BertConfig, DataConfig
+from keras_bert_lite.config import (
+    CONFIG_VERSION,
+    BertConfig,
+    DataConfig,
+    TrainConfig,
+)
 from keras_bert_lite.errors import KblError
 from keras_bert_lite.io import read_json
 
 CONFIG = "config.json"
 VOCAB = "vocab.txt"
 WEIGHTS = "model.weights.h5"
+TASKS = ("classify", "tag", "qa")
 
 
 def read_config(run: str) -> dict:
+    """A run's config.json, checked against the schema: the version, the sections
+    (unknown keys and wrong types are errors naming the file) and the task."""
     path = os.path.join(run, CONFIG)
     if not os.path.isdir(run):
         raise KblError(f"{run}: run directory not found")
     config = read_json(path)
     if not isinstance(config, dict) or config.get("kbl_run") != CONFIG_VERSION:
+        found = config.get("kbl_run") if isinstance(config, dict) else None
         raise KblError(
             f"{path}: not a keras-bert-lite run directory of version "
-            f"{CONFIG_VERSION} (found kbl_run={config.get('kbl_run')!r}); "
+            f"{CONFIG_VERSION} (found kbl_run={found!r}); "
             "retrain it with this version"
+        )
+    for section, schema in (("model", BertConfig), ("data", DataConfig)):
+        if section not in config:
+            raise KblError(f"{path}: the '{section}' section is missing")
+        schema.from_dict(config[section], f"{path}: {section}")
+    if "train" in config:
+        TrainConfig.from_dict(config["train"], f"{path}: train")
+    task = config.get("task")
+    if task not in ("pretraining", *TASKS):
+        raise KblError(
+            f"{path}: unknown task {task!r}; expected pretraining or one of "
+            f"{', '.join(TASKS)}"
         )
     return config
 
@@ -82,8 +103,8 @@ def build_model(config: dict, dtype=None):
     """The (untrained) Keras model a run's config describes."""
     from keras_bert_lite.models import BertBackbone, BertPretrainer
 
-    model_config = BertConfig.from_dict(config["model"], "config.json: model")
-    data_config = DataConfig.from_dict(config["data"], "config.json: data")
+    model_config = BertConfig.from_dict(config["model"], f"{CONFIG}: model")
+    data_config = DataConfig.from_dict(config["data"], f"{CONFIG}: data")
     backbone = BertBackbone.from_bert_config(model_config, dtype=dtype)
     task = config.get("task")
     if task == "pretraining":

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import csv
 import glob
+import math
 import os
 import time
+from collections.abc import Callable
 
 import keras
+import numpy as np
 
-from keras_bert_lite.io import atomic_path, read_json, write_json
+from keras_bert_lite.errors import KblError
+from keras_bert_lite.io import atomic_path, disk_full, read_json, write_json
 
 
 class RunCheckpoint(keras.callbacks.Callback):
@@ -16,29 +21,123 @@ class RunCheckpoint(keras.callbacks.Callback):
     optimizer state), then `checkpoints/state.json` naming it; keeps the newest `keep`.
 
     The state file is written last and atomically, so it always names a complete
-    checkpoint: a crash while saving leaves the previous one in charge.
+    checkpoint: a crash (or a full disk) while saving leaves the previous one in
+    charge. `state` adds fields to state.json (a fine-tuning run's best score).
     """
 
-    def __init__(self, directory: str, keep: int = 2):
+    def __init__(
+        self,
+        directory: str,
+        keep: int = 2,
+        state: Callable[[], dict] | None = None,
+    ):
         super().__init__()
         self.directory = directory
         self.keep = keep
+        self.state = state
 
     def on_epoch_end(self, epoch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
         name = f"ckpt-{step:09d}.weights.h5"
         path = os.path.join(self.directory, name)
-        with atomic_path(path, suffix=".weights.h5") as tmp:
-            self.model.save_weights(tmp)
-        write_json(
-            os.path.join(self.directory, "state.json"),
-            {"checkpoint": name, "epoch": epoch + 1, "step": step},
-        )
+        state = {"checkpoint": name, "epoch": epoch + 1, "step": step}
+        if self.state is not None:
+            state.update(self.state())
+        try:
+            with atomic_path(path, suffix=".weights.h5") as tmp:
+                self.model.save_weights(tmp)
+            write_json(os.path.join(self.directory, "state.json"), state)
+        except (OSError, KblError) as e:
+            if isinstance(e, OSError) and not disk_full(e):
+                raise
+            found = latest_checkpoint(self.directory)
+            previous = (
+                f"the previous checkpoint ({found[0]}, step {found[1]['step']}) "
+                "is intact"
+                if found
+                else "no earlier checkpoint exists"
+            )
+            raise KblError(
+                f"{path}: no space left on the device for the checkpoint at step "
+                f"{step}; {previous}: free some space and continue with --resume"
+            ) from None
         checkpoints = sorted(
             glob.glob(os.path.join(self.directory, "ckpt-*.weights.h5"))
         )
         for old in checkpoints[: -self.keep]:
             os.remove(old)
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stops the run at the first step whose loss is NaN or infinite, naming it.
+
+    It raises from the batch hook, before the epoch's checkpoint and best-weights
+    callbacks run, so the last good checkpoint stays the one state.json names.
+    """
+
+    def __init__(self, checkpoint_dir: str | None = None):
+        super().__init__()
+        self.checkpoint_dir = checkpoint_dir
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None:
+            return
+        loss = float(np.asarray(loss))
+        if math.isfinite(loss):
+            return
+        step = int(self.model.optimizer.iterations.numpy())
+        found = latest_checkpoint(self.checkpoint_dir) if self.checkpoint_dir else None
+        kept = (
+            f"the last good checkpoint ({found[0]}, step {found[1]['step']}) is kept"
+            if found
+            else "no checkpoint was written before it"
+        )
+        raise KblError(
+            f"step {step}: the training loss is {loss}; training stopped and {kept}; "
+            "lower --learning-rate (or check the data) and run again"
+            + (" with --resume" if found else "")
+        )
+
+
+class HistoryCSV(keras.callbacks.Callback):
+    """`history.csv`, one row per epoch, rewritten atomically after every epoch.
+
+    A resumed run keeps the rows before its first epoch (`keep_before`) and drops
+    any row of an epoch it repeats, so a crash between the history row and the
+    checkpoint never leaves a duplicate (or half-written) row.
+    """
+
+    def __init__(self, path: str, keep_before: int = 0):
+        super().__init__()
+        self.path = path
+        self.rows: list[dict] = []
+        self.keys: list[str] = []
+        if keep_before and os.path.exists(path):
+            with open(path, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                self.keys = [k for k in reader.fieldnames or [] if k != "epoch"]
+                self.rows = [r for r in reader if _epoch(r) < keep_before]
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch}
+        for key, value in sorted((logs or {}).items()):
+            row[key] = float(np.asarray(value))
+            if key not in self.keys:
+                self.keys.append(key)
+        self.rows = [r for r in self.rows if _epoch(r) < epoch] + [row]
+        with atomic_path(self.path) as tmp:
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                writer = csv.DictWriter(f, ["epoch", *self.keys], restval="")
+                writer.writeheader()
+                writer.writerows(self.rows)
+
+
+def _epoch(row: dict) -> int:
+    try:
+        return int(row.get("epoch", -1))
+    except ValueError:
+        return -1
 
 
 def latest_checkpoint(directory: str) -> tuple[str, dict] | None:
@@ -47,7 +146,23 @@ def latest_checkpoint(directory: str) -> tuple[str, dict] | None:
     if not os.path.exists(state_path):
         return None
     state = read_json(state_path)
-    return os.path.join(directory, os.path.basename(state["checkpoint"])), state
+    name = state.get("checkpoint") if isinstance(state, dict) else None
+    # The name is a file inside `directory`, never a path out of it.
+    if (
+        not isinstance(name, str)
+        or name != os.path.basename(name)
+        or not name.endswith(".weights.h5")
+        or not isinstance(state.get("epoch"), int)
+        or not isinstance(state.get("step"), int)
+    ):
+        raise KblError(
+            f"{state_path}: not a checkpoint state (expected checkpoint: a "
+            "ckpt-*.weights.h5 file name in this folder, epoch and step)"
+        )
+    path = os.path.join(directory, name)
+    if not os.path.isfile(path):
+        raise KblError(f"{state_path}: names {name}, which is missing")
+    return path, state
 
 
 class StopAtStep(keras.callbacks.Callback):

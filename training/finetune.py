@@ -235,9 +235,16 @@ def _load_backbone(init: str, model: str, vocab: str | None, lowercase: bool):
             from keras_bert_lite.io import read_json
 
             data = read_json(model)
-            if "kbl_run" in data:  # a run's config.json: its model section
-                data = data["model"]
+            if isinstance(data, dict) and "kbl_run" in data:  # a run's config.json
+                data = data.get("model")
             config = BertConfig.from_dict(data, where=model)
+            if config.vocabulary_size != tokenizer.vocabulary_size:
+                raise KblError(
+                    f"{model}: vocabulary_size {config.vocabulary_size} does not "
+                    f"match the {tokenizer.vocabulary_size} tokens of {vocab}; use "
+                    "a vocabulary of that size or change the model's "
+                    "vocabulary_size"
+                )
         else:
             config = BertConfig.from_preset(
                 model, vocabulary_size=tokenizer.vocabulary_size
@@ -273,6 +280,7 @@ def finetune(
     dropout: float = 0.1,
     crf: bool = False,
     seed: int = 0,
+    resume: bool = False,
     precision: str = "auto",
     jit_compile: bool | str = "auto",
     log: Callable[[str], None] = print,
@@ -300,6 +308,8 @@ def finetune(
         crf: tagging only: a linear-chain CRF on the tag scores (sequence loss,
             learned transitions used in decoding).
         seed: weight initialisation, dropout and shuffling.
+        resume: continue an interrupted run in `out` (same arguments) from its
+            last epoch checkpoint; with nothing to resume, start it.
         precision, jit_compile: as for pretraining ("auto" chooses by device).
         log: where progress lines go.
         verbose: Keras progress display.
@@ -317,8 +327,12 @@ def finetune(
     started = time.time()
     if task not in TASKS:
         raise KblError(f"unknown task '{task}': choose one of {', '.join(TASKS)}")
-    if os.path.exists(os.path.join(out, run_dir.CONFIG)):
-        raise KblError(f"{out}: already holds a run; choose another --out")
+    config_path = os.path.join(out, run_dir.CONFIG)
+    if os.path.exists(config_path) and not resume:
+        raise KblError(
+            f"{out}: already holds a run; continue it with --resume or choose "
+            "another --out"
+        )
     keras.utils.set_random_seed(seed)
     precision = resolve_precision(precision)
     backbone, tokenizer, model_config = _load_backbone(init, model, vocab, lowercase)
@@ -410,12 +424,40 @@ def finetune(
         "dev_file": os.path.abspath(dev),
         "max_train": max_train,
     }
+    from keras_bert_lite.training.callbacks import (
+        HistoryCSV,
+        RunCheckpoint,
+        StopOnNonFinite,
+        latest_checkpoint,
+    )
+
+    from keras_bert_lite.io import remove_temporaries
+
+    checkpoint_dir = os.path.join(out, "checkpoints")
+    best = {"score": -math.inf, "metrics": None, "epoch": -1, "stopped": False}
+    found = None
+    if resume and os.path.exists(config_path):
+        _check_same_run(run_dir.read_config(out), config, config_path)
+        for directory in (out, checkpoint_dir):
+            remove_temporaries(directory)
+        found = latest_checkpoint(checkpoint_dir)
+    initial_epoch = 0
+    if found:
+        state = found[1]
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(found[0])
+        initial_epoch = state["epoch"]
+        best.update(state.get("best") or {})
+        if "threshold" in state:
+            options["threshold"] = state["threshold"]
+            config["task_options"]["threshold"] = state["threshold"]
+        log(f"resumed from {found[0]} (epoch {initial_epoch})")
     tokenizer.save(out)
     if labels:
         tasks.write_labels(os.path.join(out, "labels.txt"), labels)
 
-    best = {"score": -math.inf, "metrics": None, "epoch": -1}
     weights_path = os.path.join(out, run_dir.WEIGHTS)
+    progress = {"epochs": initial_epoch}
 
     class DevEvaluation(keras.callbacks.Callback):
         """Scores dev with the task metric after each epoch; keeps the best weights."""
@@ -445,25 +487,25 @@ def finetune(
                 with atomic_path(weights_path, suffix=".weights.h5") as tmp:
                     self.model.save_weights(tmp)
                 config["task_options"]["threshold"] = options.get("threshold", 0.5)
-                write_json(os.path.join(out, run_dir.CONFIG), config)
+                write_json(config_path, config)
+            progress["epochs"] = epoch + 1
+            if epoch + 1 - best["epoch"] >= patience:  # early stopping
+                best["stopped"] = True
+                self.model.stop_training = True
 
     callbacks = [
+        StopOnNonFinite(checkpoint_dir),
         DevEvaluation(),
-        keras.callbacks.EarlyStopping(
-            monitor="dev_"
-            + (
-                "macro_f1"
-                if task == "classify" and kind == "single"
-                else "micro_f1"
-                if kind == "multi_label"
-                else "mse"
-                if kind == "regression"
-                else "f1"
-            ),
-            mode="min" if kind == "regression" else "max",
-            patience=patience,
+        HistoryCSV(os.path.join(out, "history.csv"), keep_before=initial_epoch),
+        # Last: the epoch's best weights and history are on disk when state.json
+        # names its checkpoint (and the best score that goes with them).
+        RunCheckpoint(
+            checkpoint_dir,
+            state=lambda: {
+                "best": best,
+                "threshold": options.get("threshold", 0.5),
+            },
         ),
-        keras.callbacks.CSVLogger(os.path.join(out, "history.csv")),
     ]
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
@@ -471,11 +513,17 @@ def finetune(
         f"fine-tuning ({model.count_params():,} parameters) for up to {epochs} "
         f"epochs of {steps_per_epoch} steps, learning rate {learning_rate:g} -> {out}"
     )
-    history = model.fit(
-        dataset, epochs=epochs, callbacks=callbacks, verbose=verbose, shuffle=False
-    )
+    if initial_epoch < epochs and not best["stopped"]:
+        model.fit(
+            dataset,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            verbose=verbose,
+            shuffle=False,
+        )
     result = FinetuneResult(
-        out, best["metrics"], len(history.epoch), time.time() - started
+        out, best["metrics"], progress["epochs"], time.time() - started
     )
     write_json(
         os.path.join(out, "metrics.json"),
@@ -488,6 +536,26 @@ def finetune(
     )
     log(f"done in {result.seconds:.0f}s; best dev epoch {best['epoch']}")
     return result
+
+
+def _check_same_run(recorded: dict, config: dict, path: str) -> None:
+    """Raises KblError naming the first setting a resumed run was given differently."""
+    for key in ("task", "train_file", "dev_file", "init", "max_train"):
+        if recorded.get(key) != config.get(key):
+            raise KblError(
+                f"{path}: the run has {key} {recorded.get(key)!r}, not "
+                f"{config.get(key)!r}; resume it with the arguments it started with"
+            )
+    for section in ("model", "task_options"):
+        mine = {k: v for k, v in config[section].items() if k != "threshold"}
+        theirs = {
+            k: v for k, v in (recorded.get(section) or {}).items() if k != "threshold"
+        }
+        if mine != theirs:
+            raise KblError(
+                f"{path}: the run's {section} differs from these arguments; resume "
+                "it with the arguments it started with"
+            )
 
 
 def _task_of(run: str) -> tuple[dict, str]:

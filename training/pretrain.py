@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from keras_bert_lite import run as run_dir
 from keras_bert_lite.config import CONFIG_VERSION, BertConfig, DataConfig, TrainConfig
 from keras_bert_lite.errors import KblError
-from keras_bert_lite.io import write_json
+from keras_bert_lite.io import remove_temporaries, write_json
 
 
 @dataclasses.dataclass
@@ -38,6 +38,15 @@ def _split_overrides(overrides: dict) -> tuple[dict, dict, dict]:
         else:
             raise KblError(f"pretrain(): unknown option '{key}'")
     return parts
+
+
+def _check_seq_len(data_config: DataConfig, model_config: BertConfig) -> None:
+    if data_config.seq_len > model_config.max_sequence_length:
+        raise KblError(
+            f"seq_len {data_config.seq_len} is longer than the model's "
+            f"max_sequence_length {model_config.max_sequence_length}; lower "
+            "--seq-len or use a model with more position embeddings"
+        )
 
 
 def pretrain(
@@ -74,8 +83,10 @@ def pretrain(
     """
     import keras
     from keras_bert_lite.training.callbacks import (
+        HistoryCSV,
         RunCheckpoint,
         StopAtStep,
+        StopOnNonFinite,
         Throughput,
         latest_checkpoint,
     )
@@ -105,10 +116,14 @@ def pretrain(
                 "without --resume"
             )
         config = run_dir.read_config(out)
-        model_config = BertConfig.from_dict(config["model"])
-        data_config = DataConfig.from_dict(config["data"])
-        train_config = TrainConfig.from_dict(config["train"])
-        files = config["corpus"]
+        model_config = BertConfig.from_dict(config["model"], f"{config_path}: model")
+        data_config = DataConfig.from_dict(config["data"], f"{config_path}: data")
+        if "train" not in config:
+            raise KblError(f"{config_path}: the 'train' section is missing")
+        train_config = TrainConfig.from_dict(config["train"], f"{config_path}: train")
+        files = config.get("corpus")
+        if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+            raise KblError(f"{config_path}: 'corpus' must be a list of file paths")
         corpus_format = config.get("corpus_format", corpus_format)
         tokenizer = run_dir.load_tokenizer(out)
     else:
@@ -154,9 +169,12 @@ def pretrain(
             )
         if model_config.vocabulary_size != tokenizer.vocabulary_size:
             raise KblError(
-                f"model vocabulary_size {model_config.vocabulary_size} does not "
-                f"match the vocabulary's {tokenizer.vocabulary_size} tokens"
+                f"{model if isinstance(model, str) else 'model'}: vocabulary_size "
+                f"{model_config.vocabulary_size} does not match the vocabulary's "
+                f"{tokenizer.vocabulary_size} tokens ({vocab or 'learned'}); use a "
+                "vocabulary of that size or change the model's vocabulary_size"
             )
+        _check_seq_len(data_config, model_config)
         if train_config.steps is None and train_config.epochs is None:
             train_config.epochs = 1
         config = {
@@ -172,12 +190,7 @@ def pretrain(
         tokenizer.save(out)
         write_json(config_path, config)
 
-    if data_config.seq_len > model_config.max_sequence_length:
-        raise KblError(
-            f"seq_len {data_config.seq_len} is longer than the model's "
-            f"max_sequence_length {model_config.max_sequence_length}"
-        )
-
+    _check_seq_len(data_config, model_config)
     # Deterministic weight initialisation and dropout for a given seed.
     keras.utils.set_random_seed(train_config.seed)
     strategy = get_strategy(train_config.strategy)
@@ -207,7 +220,11 @@ def pretrain(
 
     checkpoint_dir = os.path.join(out, "checkpoints")
     initial_epoch = 0
-    found = latest_checkpoint(checkpoint_dir) if resume else None
+    found = None
+    if resume:  # what a killed run left half-written goes; the rest is whole
+        for directory in (out, checkpoint_dir):
+            remove_temporaries(directory)
+        found = latest_checkpoint(checkpoint_dir)
     if found:
         initial_epoch = found[1]["epoch"]
 
@@ -258,9 +275,12 @@ def pretrain(
 
     throughput = Throughput(batch * data_config.seq_len)
     callbacks = [
+        StopOnNonFinite(checkpoint_dir),
         StopAtStep(total_steps),
         throughput,
-        keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=bool(found)),
+        # The history row before the checkpoint: a crash between the two repeats
+        # the epoch, whose row HistoryCSV then replaces.
+        HistoryCSV(os.path.join(out, "history.csv"), keep_before=initial_epoch),
         keras.callbacks.TensorBoard(os.path.join(out, "tensorboard"), update_freq=100),
         RunCheckpoint(checkpoint_dir),
     ]

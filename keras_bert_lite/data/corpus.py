@@ -238,9 +238,58 @@ def read_documents(
             yield doc
 
 
+def check_encoding(path: str, sample: int = 1 << 16) -> None:
+    """Raises KblError when a file does not look like UTF-8 text.
+
+    A few undecodable lines are replaced while reading (and counted); a file that is
+    UTF-16, binary, or mostly in another encoding would only train on U+FFFD, so it
+    is refused up front, naming the file and the fix.
+    """
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            head = f.read(sample + 1)
+    except (OSError, EOFError) as e:
+        raise KblError(f"{path}: cannot read ({e})") from None
+    truncated = len(head) > sample
+    head = head[:sample]
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise KblError(
+            f"{path}: UTF-16 text, not UTF-8; convert it, e.g. "
+            "`iconv -f utf-16 -t utf-8 FILE > FILE.utf8`"
+        )
+    nuls = head.count(b"\x00")
+    if nuls > max(8, len(head) // 100):
+        raise KblError(
+            f"{path}: holds {nuls} NUL bytes in its first "
+            f"{len(head)} bytes: a binary file (or UTF-16), not UTF-8 text"
+        )
+    lines = [line for line in head.split(b"\n") if line.strip()]
+    if truncated and lines:
+        lines.pop()  # may end inside a character
+    bad = [n for n, line in enumerate(lines, 1) if not _is_utf8(line)]
+    if lines and len(bad) * 2 > len(lines):
+        raise KblError(
+            f"{path}:{bad[0]}: not UTF-8 text ({len(bad)} of the first "
+            f"{len(lines)} lines are not); convert it, e.g. "
+            "`iconv -f latin1 -t utf-8 FILE > FILE.utf8`"
+        )
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def require_text(paths: Iterable[str] | str, format: str = "auto") -> None:
-    """Raises KblError unless the corpus yields at least one non-empty document."""
+    """Raises KblError unless every file is UTF-8 text and the corpus yields at least
+    one non-empty document."""
     files = expand_paths(paths)
+    for path in files:
+        check_encoding(path)
     if next(read_documents(files, format), None) is None:
         raise KblError(
             f"{', '.join(files)}: the corpus holds no text (empty or blank "

@@ -52,8 +52,18 @@ def learn_vocabulary(
 
     if size <= len(SPECIAL_TOKENS) + 10:
         raise KblError(f"vocabulary size {size} is too small; use at least 100")
+    # A KblError raised while reading (a bad line) would surface from tf.data as an
+    # opaque UnknownError; the generator keeps it and it is raised as itself below.
+    failed: list[KblError] = []
+
+    def generate():
+        try:
+            yield from sentences
+        except KblError as e:
+            failed.append(e)
+
     dataset = tf.data.Dataset.from_generator(
-        lambda: iter(sentences), output_signature=tf.TensorSpec([], tf.string)
+        generate, output_signature=tf.TensorSpec([], tf.string)
     ).batch(1024)
     vocab = learner.bert_vocab_from_dataset(
         dataset,
@@ -66,6 +76,8 @@ def learn_vocabulary(
             max_input_tokens=max_words, max_unique_chars=max(1000, size // 2)
         ),
     )
+    if failed:
+        raise failed[0]
     if len(vocab) <= len(SPECIAL_TOKENS):
         raise KblError("the corpus gave no words to learn a vocabulary from")
     # The learner may echo a reserved token among the learned ones; keep the first.

@@ -1,0 +1,771 @@
+"""Reliability: hostile input gets one line and exit status 2 (nothing half-written),
+a non-finite loss stops the run naming the step, a full disk leaves the previous
+checkpoint in charge, a seed repeats a run, and loading runs no code from a run."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO, tiny_vocabulary
+
+SENTENCES = [
+    "The committee met on Tuesday to discuss the budget.",
+    "Nobody expected the proposal to pass so quickly.",
+    "Afterwards the members went home in the rain.",
+]
+
+
+def _corpus_text(documents: int = 6) -> str:
+    return "\n\n".join("\n".join(SENTENCES) for _ in range(documents)) + "\n"
+
+
+def _vocab(path, tokens=None) -> str:
+    path.write_text("\n".join(tokens or tiny_vocabulary()) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def _jsonl(path, records) -> str:
+    path.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
+        encoding="utf-8",
+    )
+    return str(path)
+
+
+def _classify_records(n: int = 8) -> list[dict]:
+    return [
+        {"text": f"the {'dog' if i % 2 else 'cat'} was {i}", "label": "ab"[i % 2]}
+        for i in range(n)
+    ]
+
+
+def _model_config(path, **overrides) -> str:
+    from keras_bert_lite.config import BertConfig
+
+    values = BertConfig.from_preset(
+        "tiny", vocabulary_size=len(tiny_vocabulary())
+    ).to_dict()
+    values.update(overrides)
+    path.write_text(json.dumps(values))
+    return str(path)
+
+
+def _squad(path, answer_start: int) -> str:
+    context = "The committee met on Tuesday to discuss the budget."
+    data = {
+        "version": "v2.0",
+        "data": [
+            {
+                "paragraphs": [
+                    {
+                        "context": context,
+                        "qas": [
+                            {
+                                "id": "q1",
+                                "question": "When did the committee meet?",
+                                "answers": [
+                                    {"text": "Tuesday", "answer_start": answer_start}
+                                ],
+                            }
+                        ],
+                    }
+                ]
+            }
+        ],
+    }
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def _pretrain(tmp, corpus=None, *extra) -> list[str]:
+    if corpus is None:
+        corpus = tmp / "corpus.txt"
+        corpus.write_text(_corpus_text())
+    return [
+        "pretrain",
+        "--corpus",
+        str(corpus),
+        "--out",
+        str(tmp / "run"),
+        "--model",
+        "tiny",
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "2",
+        "--steps",
+        "1",
+        *extra,
+    ]
+
+
+def _finetune(tmp, task="classify", train=None, dev=None, *extra) -> list[str]:
+    if train is None:
+        train = _jsonl(tmp / "train.jsonl", _classify_records())
+    return [
+        "finetune",
+        "--task",
+        task,
+        "--train",
+        str(train),
+        "--dev",
+        str(dev or train),
+        "--init",
+        "random",
+        "--vocab",
+        _vocab(tmp / "vocab.txt"),
+        "--model",
+        "tiny",
+        "--seq-len",
+        "16",
+        "--out",
+        str(tmp / "run"),
+        *extra,
+    ]
+
+
+def _old_run(tmp) -> str:
+    run = tmp / "old"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"kbl_run": 0, "task": "classify"}))
+    _vocab(run / "vocab.txt")
+    return str(run)
+
+
+def _write(path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
+# Each case: (argv builder, the file or field the error must name, words it must say).
+CASES = {
+    # --- corpus ---
+    "corpus_not_utf8": lambda t: (
+        _pretrain(t, _write(t / "c.txt", _corpus_text().encode("utf-16"))),
+        "c.txt",
+        "UTF-8",
+    ),
+    "corpus_latin1": lambda t: (
+        _pretrain(t, _write(t / "c.txt", ("café déjà été\n" * 50).encode("latin-1"))),
+        "c.txt",
+        "UTF-8",
+    ),
+    "corpus_empty": lambda t: (
+        _pretrain(t, _write(t / "c.txt", b"")),
+        "c.txt",
+        "no text",
+    ),
+    "corpus_blank_lines": lambda t: (
+        _pretrain(t, _write(t / "c.txt", b"\n \n\t\n\n")),
+        "c.txt",
+        "no text",
+    ),
+    "corpus_nul_bytes": lambda t: (
+        _pretrain(t, _write(t / "c.txt", b"\x00" * 4096)),
+        "c.txt",
+        "binary",
+    ),
+    "corpus_missing": lambda t: (
+        _pretrain(t, t / "nowhere.txt"),
+        "nowhere.txt",
+        "no such file",
+    ),
+    "corpus_jsonl_not_json": lambda t: (
+        _pretrain(t, _write(t / "c.jsonl", b'{"text": "fine"}\n{"text": oops}\n')),
+        "c.jsonl:2",
+        "not valid JSON",
+    ),
+    # --- vocabulary ---
+    "vocab_missing_special_tokens": lambda t: (
+        _pretrain(
+            t, None, "--vocab", _vocab(t / "v.txt", ["the", "a", "[PAD]", "[UNK]"])
+        ),
+        "v.txt",
+        "[PAD] [UNK] [CLS] [SEP] [MASK]",
+    ),
+    "vocab_duplicates": lambda t: (
+        _pretrain(t, None, "--vocab", _vocab(t / "v.txt", tiny_vocabulary() + ["the"])),
+        "v.txt",
+        "repeats",
+    ),
+    "vocab_not_utf8": lambda t: (
+        _pretrain(t, None, "--vocab", _write(t / "v.txt", "é\n".encode("latin-1"))),
+        "v.txt",
+        "UTF-8",
+    ),
+    "vocab_size_not_matching_model": lambda t: (
+        _pretrain(
+            t,
+            None,
+            "--vocab",
+            _vocab(t / "v.txt"),
+            "--model",
+            _model_config(t / "m.json", vocabulary_size=999),
+        ),
+        "m.json",
+        "vocabulary_size",
+    ),
+    "vocab_size_not_matching_model_finetune": lambda t: (
+        _finetune(t)[:-2]
+        + ["--model", _model_config(t / "m.json", vocabulary_size=999)]
+        + ["--out", str(t / "run")],
+        "m.json",
+        "vocabulary_size",
+    ),
+    # --- model config ---
+    "config_unknown_key": lambda t: (
+        _pretrain(
+            t,
+            None,
+            "--vocab",
+            _vocab(t / "v.txt"),
+            "--model",
+            _model_config(t / "m.json", num_layer=3),
+        ),
+        "m.json",
+        "num_layer",
+    ),
+    "config_wrong_type_int": lambda t: (
+        _pretrain(
+            t,
+            None,
+            "--vocab",
+            _vocab(t / "v.txt"),
+            "--model",
+            _model_config(t / "m.json", num_layers="2"),
+        ),
+        "m.json",
+        "num_layers",
+    ),
+    "config_wrong_type_float": lambda t: (
+        _pretrain(
+            t,
+            None,
+            "--vocab",
+            _vocab(t / "v.txt"),
+            "--model",
+            _model_config(t / "m.json", dropout="high"),
+        ),
+        "m.json",
+        "dropout",
+    ),
+    "config_not_an_object": lambda t: (
+        _pretrain(t, None, "--model", _write(t / "m.json", b"[1, 2]")),
+        "m.json",
+        "object",
+    ),
+    "config_not_json": lambda t: (
+        _pretrain(t, None, "--model", _write(t / "m.json", b"{'a': 1}")),
+        "m.json",
+        "JSON",
+    ),
+    "seq_len_beyond_positions": lambda t: (
+        _pretrain(
+            t,
+            None,
+            "--vocab",
+            _vocab(t / "v.txt"),
+            "--model",
+            _model_config(t / "m.json", max_sequence_length=8),
+        ),
+        "seq_len",
+        "max_sequence_length",
+    ),
+    "seq_len_beyond_positions_finetune": lambda t: (
+        _finetune(t, "classify", None, None, "--seq-len", "600"),
+        "seq_len",
+        "max_sequence_length",
+    ),
+    # --- task files ---
+    "label_unknown_to_model": lambda t: (
+        _finetune(
+            t,
+            "classify",
+            None,
+            _jsonl(t / "dev.jsonl", [{"text": "the dog", "label": "zzz"}]),
+        ),
+        "dev.jsonl:1",
+        "zzz",
+    ),
+    "conll_three_fields": lambda t: (
+        _finetune(
+            t,
+            "tag",
+            _write(t / "train.conll", b"the\tO\ncat\tB-ANIMAL\tNN\n"),
+        ),
+        "train.conll:2",
+        "3 fields",
+    ),
+    "squad_offset_mismatch": lambda t: (
+        _finetune(t, "qa", _squad(t / "train.json", answer_start=30)),
+        "question q1",
+        "answer_start",
+    ),
+    "jsonl_line_not_json": lambda t: (
+        _finetune(t, "classify", _write(t / "train.jsonl", b'{"text": "a", "label"\n')),
+        "train.jsonl:1",
+        "JSON",
+    ),
+    "task_file_not_utf8": lambda t: (
+        _finetune(
+            t,
+            "classify",
+            _write(t / "train.jsonl", '{"text": "é", "label": "a"}\n'.encode("cp1252")),
+        ),
+        "train.jsonl",
+        "UTF-8",
+    ),
+    # --- arguments ---
+    "train_file_missing": lambda t: (
+        _finetune(t, "classify", t / "nowhere.jsonl"),
+        "nowhere.jsonl",
+        "not found",
+    ),
+    "vocab_file_missing": lambda t: (
+        _pretrain(t, None, "--vocab", str(t / "nowhere.txt")),
+        "nowhere.txt",
+        "not found",
+    ),
+    "init_run_of_another_version": lambda t: (
+        _finetune(t)[:7] + ["--init", _old_run(t), "--out", str(t / "run")],
+        "config.json",
+        "version",
+    ),
+    "evaluate_run_of_another_version": lambda t: (
+        ["evaluate", "--model", _old_run(t), "--data", str(t / "x.jsonl")],
+        "config.json",
+        "version",
+    ),
+    "predict_missing_run": lambda t: (
+        ["predict", "--model", str(t / "nowhere"), "some text"],
+        "nowhere",
+        "not found",
+    ),
+    "resume_nothing": lambda t: (
+        ["pretrain", "--out", str(t / "run"), "--resume"],
+        "run",
+        "nothing to resume",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_hostile_input_gives_one_line_exit_2_and_writes_nothing(case, tmp_path, capsys):
+    from keras_bert_lite import cli
+
+    argv, names, says = CASES[case](tmp_path)
+    capsys.readouterr()
+    status = cli.main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert status == 2, err
+    assert len(lines) == 1, err
+    assert re.match(r"kbl \w+: error: ", lines[0]), lines[0]
+    assert names in lines[0] and says in lines[0], lines[0]
+    assert "Traceback" not in err
+    run = tmp_path / "run"
+    assert (
+        not (run / "config.json").exists() and not (run / "model.weights.h5").exists()
+    )
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["pretrain", "--out", "x", "--batch-size", "0"], "must be at least 1"),
+        (["pretrain", "--out", "x", "--steps", "-3"], "must be at least 1"),
+        (["finetune", "--task", "classify"], "required"),
+        (["export", "--model", "r", "--format", "zip", "--out", "o"], "invalid choice"),
+    ],
+)
+def test_bad_arguments_give_one_line_exit_2(argv, says, capsys):
+    from keras_bert_lite import cli
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], lines
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    from keras_bert_lite import cli
+    from keras_bert_lite.errors import KblError
+
+    with pytest.raises(KblError, match="nothing to resume"):
+        cli.main(["--debug", "pretrain", "--out", str(tmp_path / "r"), "--resume"])
+
+
+# === crash safety: non-finite loss, full disk, resume, determinism ===
+
+
+def _dense_model(width: int = 8):
+    import keras
+
+    model = keras.Sequential([keras.Input((width,)), keras.layers.Dense(width)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    return model
+
+
+def _stream(width: int = 8, bad_from: int | None = None):
+    """A repeated stream of batch-1 examples; from example `bad_from` on the
+    inputs are infinite, so the loss of that step is not finite."""
+    import tensorflow as tf
+
+    x = np.ones((16, width), "float32")
+    if bad_from is not None:
+        x[bad_from:] = np.inf
+    return tf.data.Dataset.from_tensor_slices((x, np.zeros_like(x))).batch(1).repeat()
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path):
+    from keras_bert_lite.training.callbacks import (
+        RunCheckpoint,
+        StopOnNonFinite,
+        latest_checkpoint,
+    )
+
+    from keras_bert_lite.errors import KblError
+
+    directory = str(tmp_path / "checkpoints")
+    model = _dense_model()
+    callbacks = [StopOnNonFinite(directory), RunCheckpoint(directory)]
+    with pytest.raises(KblError) as raised:  # steps 1-4 fine; step 5 sees inf
+        model.fit(
+            _stream(bad_from=4),
+            epochs=5,
+            steps_per_epoch=2,
+            verbose=0,
+            callbacks=callbacks,
+        )
+    message = str(raised.value)
+    assert message.startswith("step 5: the training loss is ")
+    assert "ckpt-000000004" in message and "\n" not in message
+    path, state = latest_checkpoint(directory)
+    assert state["step"] == 4 and path.endswith("ckpt-000000004.weights.h5")
+    restored = _dense_model()
+    restored.optimizer.build(restored.trainable_variables)
+    restored.load_weights(path)
+    assert all(np.isfinite(w).all() for w in restored.get_weights())
+
+
+def test_disk_full_while_checkpointing_keeps_the_previous_one(tmp_path, monkeypatch):
+    """A stand-in that writes half a file and raises ENOSPC, as a full disk does."""
+    from keras_bert_lite.training.callbacks import RunCheckpoint, latest_checkpoint
+
+    from keras_bert_lite.errors import KblError
+
+    directory = tmp_path / "checkpoints"
+    model = _dense_model()
+    model.fit(
+        _stream(),
+        epochs=1,
+        steps_per_epoch=2,
+        verbose=0,
+        callbacks=[RunCheckpoint(str(directory))],
+    )
+    before = (directory / "state.json").read_text()
+
+    def full_disk(path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"\x89HDF half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    monkeypatch.setattr(model, "save_weights", full_disk)
+    with pytest.raises(KblError) as raised:
+        model.fit(
+            _stream(),
+            initial_epoch=1,
+            epochs=2,
+            steps_per_epoch=2,
+            verbose=0,
+            callbacks=[RunCheckpoint(str(directory))],
+        )
+    message = str(raised.value)
+    assert "no space left" in message and "step 4" in message
+    assert "ckpt-000000002.weights.h5, step 2) is intact" in message
+    assert "--resume" in message
+    assert (directory / "state.json").read_text() == before
+    assert sorted(os.listdir(directory)) == ["ckpt-000000002.weights.h5", "state.json"]
+    monkeypatch.undo()
+    resumed = _dense_model()
+    resumed.optimizer.build(resumed.trainable_variables)
+    resumed.load_weights(latest_checkpoint(str(directory))[0])
+    assert int(resumed.optimizer.iterations.numpy()) == 2
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A 600 KiB tmpfs of the test's own (skipped where mounting is not allowed)."""
+    import shutil
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if not shutil.which("mount") or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)],
+        capture_output=True,
+    )
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_checkpoint_on_a_really_full_disk(small_filesystem):
+    """One checkpoint (~390 KiB: weights and Adam's two moments) fits; the next
+    does not. The error is a KblError and the first checkpoint still loads."""
+    from keras_bert_lite.training.callbacks import RunCheckpoint, latest_checkpoint
+
+    from keras_bert_lite.errors import KblError
+
+    directory = small_filesystem / "checkpoints"
+    model = _dense_model(width=180)
+    callbacks = [RunCheckpoint(str(directory))]
+    with pytest.raises(KblError, match="no space left.*step 2.*step 1\\) is intact"):
+        model.fit(
+            _stream(180), epochs=3, steps_per_epoch=1, verbose=0, callbacks=callbacks
+        )
+    path, state = latest_checkpoint(str(directory))
+    assert state["step"] == 1
+    assert not [n for n in os.listdir(directory) if n.startswith(".tmp-")]
+    restored = _dense_model(width=180)
+    restored.optimizer.build(restored.trainable_variables)
+    restored.load_weights(path)
+
+
+def test_atomic_writes_leave_the_old_file_when_the_disk_is_full(tmp_path):
+    from keras_bert_lite.errors import KblError
+    from keras_bert_lite.io import atomic_path, write_json
+
+    path = tmp_path / "config.json"
+    write_json(str(path), {"old": True})
+    with pytest.raises(KblError, match="config.json: no space left"):
+        with atomic_path(str(path)) as tmp:
+            open(tmp, "w").write('{"new": tr')
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert json.loads(path.read_text()) == {"old": True}
+    assert os.listdir(tmp_path) == ["config.json"]
+
+
+def test_history_csv_drops_rows_of_repeated_epochs(tmp_path):
+    from keras_bert_lite.training.callbacks import HistoryCSV
+
+    path = str(tmp_path / "history.csv")
+    first = HistoryCSV(path)
+    for epoch in range(3):
+        first.on_epoch_end(epoch, {"loss": 3.0 - epoch})
+    resumed = HistoryCSV(path, keep_before=2)  # the checkpoint was of epoch 2
+    resumed.on_epoch_end(2, {"loss": 0.5})
+    resumed.on_epoch_end(3, {"loss": 0.25})
+    import csv
+
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["epoch"], float(r["loss"])) for r in rows] == [
+        ("0", 3.0),
+        ("1", 2.0),
+        ("2", 0.5),
+        ("3", 0.25),
+    ]
+
+
+def _tiny_pretrain(root, name: str, **overrides):
+    from keras_bert_lite.training import pretrain
+
+    corpus = root / "corpus.txt"
+    if not corpus.exists():
+        corpus.write_text(_corpus_text(20))
+        _vocab(root / "vocab.txt")
+    options = dict(
+        vocab=str(root / "vocab.txt"),
+        model="tiny",
+        seq_len=16,
+        batch_size=4,
+        steps=6,
+        eval_every=2,
+        held_out=0,
+        log=lambda s: None,
+        verbose=0,
+    )
+    options.update(overrides)
+    return pretrain([str(corpus)], str(root / name), **options)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pretrained")
+    _tiny_pretrain(root, "a")
+    return root
+
+
+def test_same_seed_same_data_gives_identical_weights(pretrained):
+    import keras_bert_lite as kbl
+
+    _tiny_pretrain(pretrained, "b")
+    first = kbl.load(str(pretrained / "a")).get_weights()
+    second = kbl.load(str(pretrained / "b")).get_weights()
+    assert len(first) == len(second)
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_pretraining_stops_on_a_nan_loss_and_resumes_from_the_good_checkpoint(
+    pretrained, tmp_path
+):
+    """The run is rolled back to its step-4 checkpoint and resumed with a learning
+    rate that blows up: the error names the step, state.json keeps step 4."""
+    import shutil
+
+    from keras_bert_lite.training import pretrain
+
+    from keras_bert_lite.errors import KblError
+    from keras_bert_lite.io import read_json, write_json
+
+    run = tmp_path / "run"
+    shutil.copytree(pretrained / "a", run)
+    os.remove(run / "model.weights.h5")
+    write_json(
+        str(run / "checkpoints" / "state.json"),
+        {"checkpoint": "ckpt-000000004.weights.h5", "epoch": 2, "step": 4},
+    )
+    config = read_json(str(run / "config.json"))
+    config["train"]["learning_rate"] = 1e30
+    write_json(str(run / "config.json"), config)
+    with pytest.raises(KblError) as raised:
+        pretrain(None, str(run), resume=True, log=lambda s: None, verbose=0)
+    message = str(raised.value)
+    assert re.match(r"step [56]: the training loss is (nan|inf)", message), message
+    assert "ckpt-000000004.weights.h5, step 4) is kept" in message
+    assert read_json(str(run / "checkpoints" / "state.json"))["step"] == 4
+    assert not (run / "model.weights.h5").exists()
+    config["train"]["learning_rate"] = 1e-3  # fixed: the run finishes from step 4
+    write_json(str(run / "config.json"), config)
+    result = pretrain(None, str(run), resume=True, log=lambda s: None, verbose=0)
+    assert result.steps == 6 and np.isfinite(result.metrics["loss"])
+
+
+# === security: loading a run or an export runs no code from it ===
+
+UNSAFE = [
+    (r"\bimport pickle\b|\bpickle\.load", "pickle"),
+    (r"(?<![\w.])eval\(|(?<![\w.])exec\(", "eval/exec"),
+    (r"safe_mode\s*=\s*False", "Keras unsafe loading"),
+    (r"keras\.(models\.)?load_model\(", "Keras whole-model loading"),
+    (r"yaml\.(unsafe_)?load\(", "YAML"),
+    (r"allow_pickle\s*=\s*True", "numpy pickles"),
+    (r"marshal\.loads", "marshal"),
+]
+
+
+def test_no_code_is_deserialised_anywhere_in_the_package():
+    """Runs and exports are read with json, h5 weights (load_weights into a model
+    rebuilt from config.json) and TF/LiteRT/ONNX runtimes; torch files only with
+    weights_only=True."""
+    sources = []
+    for folder in ("keras_bert_lite", "training", "export"):
+        for root, _, names in os.walk(os.path.join(REPO, folder)):
+            sources += [os.path.join(root, n) for n in names if n.endswith(".py")]
+    assert len(sources) > 20
+    for path in sources:
+        text = open(path, encoding="utf-8").read()
+        for pattern, what in UNSAFE:
+            assert not re.search(pattern, text), f"{path}: {what}"
+        for call in re.findall(r"torch\.load\([^)]*\)", text):
+            assert "weights_only=True" in call, f"{path}: {call}"
+
+
+def _run_dir(tmp_path, **changes):
+    from keras_bert_lite.config import CONFIG_VERSION, BertConfig, DataConfig
+
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    _vocab(run / "vocab.txt")
+    config = {
+        "kbl_run": CONFIG_VERSION,
+        "task": "pretraining",
+        "model": BertConfig.from_preset(
+            "tiny", vocabulary_size=len(tiny_vocabulary())
+        ).to_dict(),
+        "data": DataConfig().to_dict(),
+    }
+    for key, value in changes.items():
+        section, _, field = key.partition("__")
+        if field:
+            config[section][field] = value
+        else:
+            config[section] = value
+    (run / "config.json").write_text(json.dumps(config))
+    return str(run)
+
+
+@pytest.mark.parametrize(
+    "changes, says",
+    [
+        ({"model__class_name": "os.system"}, "unknown key(s) class_name"),
+        ({"model__num_layers": "__import__('os')"}, "'num_layers' must be an integer"),
+        ({"data__lowercase": "yes"}, "'lowercase' must be true or false"),
+        ({"model": "BertBackbone()"}, "model: expected a JSON object"),
+        ({"task": "!!python/object"}, "unknown task"),
+        ({"kbl_run": 2}, "version 1"),
+    ],
+)
+def test_run_config_is_data_checked_against_the_schema(tmp_path, changes, says):
+    import keras_bert_lite as kbl
+    from keras_bert_lite.errors import KblError
+
+    run = _run_dir(tmp_path, **changes)
+    with pytest.raises(KblError) as raised:
+        kbl.load(run)
+    assert says in str(raised.value) and "config.json" in str(raised.value)
+
+
+def test_checkpoint_state_cannot_point_outside_the_run(tmp_path):
+    from keras_bert_lite.training.callbacks import latest_checkpoint
+
+    from keras_bert_lite.errors import KblError
+
+    directory = tmp_path / "checkpoints"
+    directory.mkdir()
+    outside = tmp_path / "evil.weights.h5"
+    outside.write_bytes(b"x")
+    for name in ("../evil.weights.h5", str(outside), "ckpt.pkl"):
+        (directory / "state.json").write_text(
+            json.dumps({"checkpoint": name, "epoch": 1, "step": 1})
+        )
+        with pytest.raises(KblError, match="not a checkpoint state"):
+            latest_checkpoint(str(directory))
+
+
+@pytest.mark.parametrize("path", ["../elsewhere", "/etc/passwd", "a/../../x", ""])
+def test_export_manifest_cannot_point_outside_the_export(tmp_path, path):
+    from keras_bert_lite.export.manifest import read_manifest
+    from keras_bert_lite.export.predict import predict as predict_exported
+
+    from keras_bert_lite.errors import KblError
+
+    (tmp_path / "export.json").write_text(
+        json.dumps(
+            {
+                "kbl_export": 1,
+                "task": "classify",
+                "labels": ["a"],
+                "formats": [{"name": "tflite", "format": "tflite", "path": path}],
+                "files": {},
+            }
+        )
+    )
+    with pytest.raises(KblError, match="formats"):
+        read_manifest(str(tmp_path))
+    with pytest.raises(KblError):
+        predict_exported(str(tmp_path), ["text"])
