@@ -438,15 +438,10 @@ def _check_tensors(
 
 
 def _read_vocab(path: str, size: int) -> list[str]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            tokens = [line.rstrip("\n").rstrip("\r") for line in f]
-    except FileNotFoundError:
-        raise KblError(f"{path}: vocabulary file not found") from None
-    except UnicodeDecodeError as e:
-        raise KblError(f"{path}: not UTF-8 ({e.reason} at byte {e.start})") from None
-    while tokens and tokens[-1] == "":
-        tokens.pop()
+    """A published vocab.txt: `size` distinct tokens, special ones anywhere."""
+    from keras_bert_lite.text.vocabulary import read_vocabulary_lines
+
+    tokens = read_vocabulary_lines(path)
     if len(tokens) != size:
         raise KblError(
             f"{path}: {len(tokens)} tokens, but the model's vocab_size is {size}"

@@ -8,9 +8,18 @@ from keras_bert_lite.errors import KblError
 
 
 def read_vocabulary(path: str) -> list[str]:
-    """Reads a vocab.txt (one token per line, id = line number - 1)."""
+    """Reads a vocab.txt (one token per line, id = line number - 1) and checks it
+    holds the special tokens first and no duplicates."""
     from keras_bert_lite.text.tokenizer import check_vocabulary
 
+    tokens = read_vocabulary_lines(path)
+    check_vocabulary(tokens, where=path)
+    return tokens
+
+
+def read_vocabulary_lines(path: str) -> list[str]:
+    """The tokens of a vocab.txt in file order, unchecked (trailing blank lines
+    dropped); KblError naming the file when it is missing or not UTF-8."""
     try:
         with open(path, encoding="utf-8") as f:
             tokens = [line.rstrip("\n").rstrip("\r") for line in f]
@@ -20,7 +29,6 @@ def read_vocabulary(path: str) -> list[str]:
         raise KblError(f"{path}: not UTF-8 ({e.reason} at byte {e.start})") from None
     while tokens and tokens[-1] == "":
         tokens.pop()
-    check_vocabulary(tokens, where=path)
     return tokens
 
 
