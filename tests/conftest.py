@@ -63,3 +63,26 @@ def tiny_vocabulary() -> list[str]:
         "hello world , . ! ? 中 国 人 ##s ##ing ##ed run walk cat dog"
     ).split()
     return list(SPECIAL_TOKENS) + words
+
+
+_EXIT_STATUS = {}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _EXIT_STATUS["status"] = int(exitstatus)
+
+
+def pytest_unconfigure(config):
+    """Leave without the interpreter's teardown once pytest has reported.
+
+    With TensorFlow, PyTorch (the checkpoint parity tests) and JAX loaded in one
+    process, the native libraries' destructors crashed the interpreter at exit
+    (SIGSEGV after "209 passed"), turning a green run red. Results are printed and
+    written by now; only the exit status is left to give.
+    """
+    if "status" in _EXIT_STATUS:
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_EXIT_STATUS["status"])
