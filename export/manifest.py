@@ -47,6 +47,14 @@ def atomic_directory(path: str) -> Iterator[str]:
                 shutil.rmtree(leftover, ignore_errors=True)
 
 
+def target(out: str, extension: str, default_name: str) -> tuple[str, str]:
+    """(file path, export directory) for `out`: a file ending in `extension`, or a
+    directory that gets `default_name` inside it."""
+    if out.endswith(extension):
+        return out, os.path.dirname(out) or "."
+    return os.path.join(out, default_name), out
+
+
 def size_of(path: str) -> int:
     """Bytes in a file, or in all files under a directory."""
     if os.path.isfile(path):

@@ -97,10 +97,7 @@ def onnx(run: str | ExportSource, out: str, opset: int = OPSET) -> str:
     import onnx as onnx_lib
 
     source = as_source(run)
-    if out.endswith(".onnx"):
-        path, directory = out, os.path.dirname(out) or "."
-    else:
-        directory, path = out, os.path.join(out, FILE_NAME)
+    path, directory = manifest.target(out, ".onnx", FILE_NAME)
     model_proto = convert(source, opset)
     onnx_lib.checker.check_model(model_proto)
     from keras_bert_lite.io import atomic_path

@@ -360,10 +360,7 @@ def tflite(
         The path written.
     """
     source = as_source(run)
-    if out.endswith(".tflite"):
-        path, directory = out, os.path.dirname(out) or "."
-    else:
-        directory, path = out, os.path.join(out, file_name(quantize, ids_only))
+    path, directory = manifest.target(out, ".tflite", file_name(quantize, ids_only))
     flatbuffer = convert(source, quantize, representative, ids_only)
     from keras_bert_lite.io import atomic_path
 
