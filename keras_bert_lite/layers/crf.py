@@ -91,7 +91,15 @@ class CRF(keras.layers.Layer):
             following = ops.logsumexp(scores, axis=1)  # (B, C)
             return ops.where(ops.take(mask, t, axis=1)[:, None], following, alpha)
 
-        alpha = ops.fori_loop(1, ops.shape(emissions)[1], step, alpha)
+        length = emissions.shape[1]
+        if isinstance(length, int):
+            # A static length unrolls: XLA cannot compile the gradient of a loop
+            # whose trip count is only known at run time (TensorFlow's while_loop
+            # accumulators need a maximum size), and fine-tuning pads to seq_len.
+            for t in range(1, length):
+                alpha = step(t, alpha)
+        else:
+            alpha = ops.fori_loop(1, ops.shape(emissions)[1], step, alpha)
         log_z = ops.logsumexp(alpha + end[None, :], axis=1)
         return ops.where(count > 0, log_z - gold, 0.0)
 
