@@ -84,3 +84,34 @@ def test_bad_input_names_file_and_line(tmp_path):
         list(read_documents(str(tmp_path / "missing.txt")))
     with pytest.raises(KblError, match="matches no files"):
         list(read_documents(str(tmp_path / "*.nothing")))
+
+
+def test_interleaved_reading_mixes_files_and_keys_documents_by_file(tmp_path):
+    """Several files are read in turn (a document from each), and every document is
+    keyed by (file number, document number in the file): the held-out split hashes
+    that key, so it is the same whichever worker reads the file, in any order."""
+    from keras_bert_lite.data.corpus import read_indexed_documents
+    from keras_bert_lite.data.pretraining import _shard_files, is_held_out
+
+    for name, docs in (("a", 3), ("b", 1), ("c", 2)):
+        (tmp_path / f"{name}.txt").write_text(
+            "\n\n".join(f"{name}{i} one.\n{name}{i} two." for i in range(docs))
+        )
+    files = _shard_files(str(tmp_path), None)
+    read = [(key, doc[0]) for key, doc in read_indexed_documents(files, cycle=2)]
+    assert read == [
+        ((0, 0), "a0 one."),
+        ((1, 0), "b0 one."),
+        ((0, 1), "a1 one."),  # b ran out: c takes its place from the next round
+        ((0, 2), "a2 one."),
+        ((2, 0), "c0 one."),
+        ((2, 1), "c1 one."),
+    ]
+    worker = [
+        key for key, _ in read_indexed_documents(_shard_files(str(tmp_path), (1, 2)))
+    ]
+    assert worker == [(1, 0)]
+    keys = [key for key, _ in read]
+    held = {k for k in keys if is_held_out(k, 0.5, seed=3)}
+    assert 0 < len(held) < len(keys)  # the key, not the reading order, decides
+    assert held == {k for k in reversed(keys) if is_held_out(k, 0.5, seed=3)}

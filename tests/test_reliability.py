@@ -176,6 +176,16 @@ CASES = {
         "nowhere.txt",
         "no such file",
     ),
+    "corpus_one_sentence_documents": lambda t: (
+        _pretrain(
+            t,
+            _write(t / "c.txt", "\n\n".join(SENTENCES * 4).encode()),
+            "--vocab",
+            _vocab(t / "v.txt"),
+        ),
+        "c.txt",
+        "--no-nsp",
+    ),
     "corpus_jsonl_not_json": lambda t: (
         _pretrain(t, _write(t / "c.jsonl", b'{"text": "fine"}\n{"text": oops}\n')),
         "c.jsonl:2",
@@ -373,6 +383,71 @@ def test_hostile_input_gives_one_line_exit_2_and_writes_nothing(case, tmp_path, 
     assert (
         not (run / "config.json").exists() and not (run / "model.weights.h5").exists()
     )
+
+
+def _one_megabyte_line(punctuated: bool) -> str:
+    words = "the committee met on tuesday to discuss a budget nobody expected".split()
+    rng = np.random.default_rng(0)
+    text = []
+    for i, word in enumerate(rng.choice(words, 200_000)):
+        end = ". " if punctuated and i % 17 == 16 else " "
+        text.append(word.capitalize() if punctuated and i % 17 == 0 else word)
+        text.append(end)
+    return "".join(text)[:1_000_000]
+
+
+@pytest.mark.parametrize("punctuated", [True, False], ids=["sentences", "no-stops"])
+def test_a_one_megabyte_line_trains_and_is_used_to_its_end(
+    punctuated, tmp_path, capsys
+):
+    """One line of 1 MB (a paragraph with sentence stops, or none at all) used to hang
+    the pair builder; now it is cut into pieces that fit and every piece is used."""
+    import signal
+
+    from keras_bert_lite import cli
+    from keras_bert_lite.config import DataConfig
+    from keras_bert_lite.data.pretraining import (
+        InstanceBuilder,
+        _shard_files,
+        _tokenized_documents,
+        text_room,
+    )
+    from keras_bert_lite.text import BertTokenizer
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(_one_megabyte_line(punctuated) + "\n")
+    vocab = _vocab(tmp_path / "v.txt")
+    tokenizer = BertTokenizer.from_file(vocab)
+    signal.alarm(300)  # the bug was quadratic: fail instead of hanging the suite
+    try:
+        config = DataConfig(seq_len=32)
+        documents = _tokenized_documents(
+            _shard_files([str(corpus)], None),
+            tokenizer,
+            "auto",
+            None,
+            lambda key: True,
+            text_room(32, True),
+        )
+        (document,) = list(documents())
+        assert max(len(s) for s in document) <= text_room(32, True)
+        tokens = sum(len(s) for s in document)
+        assert tokens == len(tokenizer([corpus.read_text()]).flat_values)
+        import random
+
+        instances = list(
+            InstanceBuilder(config.seq_len, random.Random(0))(iter([document]))
+        )
+        used = sum(len(a) + len(b) for a, b, _ in instances)
+        # Before, the line gave one example. Now it is walked to its end; what is lost
+        # is BERT's own truncation of pairs that overshoot (two 29-piece cuts of
+        # unpunctuated text make a 58-piece pair for 29 places).
+        assert used > (0.7 if punctuated else 0.45) * tokens
+        status = cli.main([*_pretrain(tmp_path, corpus, "--vocab", vocab)])
+    finally:
+        signal.alarm(0)
+    assert status == 0, capsys.readouterr().err
+    assert (tmp_path / "run" / "model.weights.h5").exists()
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import gzip
+import itertools
 import json
 import logging
 import os
@@ -220,14 +221,41 @@ def read_documents(
         format: "auto", "bert", "jsonl" or "text" (see the module docstring).
         stats: counts to update while reading (optional).
     """
+    files = expand_paths(paths)
+    for _, doc in read_indexed_documents(list(enumerate(files)), format, stats, 1):
+        yield doc
+
+
+def read_indexed_documents(
+    files: list[tuple[int, str]],
+    format: str = "auto",
+    stats: CorpusStats | None = None,
+    cycle: int = 4,
+) -> Iterator[tuple[tuple[int, int], list[str]]]:
+    """Yields `((file number, document number in that file), sentences)`, reading
+    `cycle` files at a time and taking a document from each in turn.
+
+    Interleaving mixes shards that are each about one thing (a year, a source)
+    before the shuffle buffer sees them; the (file, document) key names a document
+    the same way whichever worker reads it and in whatever order, which is what
+    the held-out split hashes.
+
+    Args:
+        files: (file number, path) pairs: the numbers are positions in the whole
+            corpus, so a worker reading a share of the files keys them the same.
+        format, stats: as for `read_documents`.
+        cycle: files open at once (1 reads them one after another).
+    """
     if format not in FORMATS:
         raise KblError(
             f"unknown corpus format '{format}': choose one of {', '.join(FORMATS)}"
         )
     stats = stats if stats is not None else CorpusStats()
-    for path in expand_paths(paths):
+
+    def documents(number: int, path: str):
         stats.files += 1
         reader = _READERS[detect_format(path) if format == "auto" else format]
+        index = 0
         for doc in reader(path, stats):
             doc = [s for s in doc if s.strip()]
             if not doc:
@@ -235,7 +263,21 @@ def read_documents(
                 continue
             stats.documents += 1
             stats.sentences += len(doc)
-            yield doc
+            yield (number, index), doc
+            index += 1
+
+    waiting = iter(files)
+    active = [documents(*f) for f in itertools.islice(waiting, max(1, cycle))]
+    while active:
+        for reader in list(active):
+            item = next(reader, None)
+            if item is None:
+                active.remove(reader)
+                following = next(waiting, None)
+                if following is not None:
+                    active.append(documents(*following))
+                continue
+            yield item
 
 
 def check_encoding(path: str, sample: int = 1 << 16) -> None:

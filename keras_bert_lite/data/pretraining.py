@@ -3,7 +3,8 @@
 Shape legend: B = batch, T = seq_len, P = max_predictions.
 
 The stages:
-1. `read_documents` streams documents (lists of sentences) from the corpus files.
+1. `read_indexed_documents` streams documents (lists of sentences) from the corpus
+   files, several files interleaved, each keyed by (file, document) number.
 2. tf.data tokenizes each document's sentences in graph (FastBertTokenizer).
 3. `InstanceBuilder` (Python, seeded `random.Random`) cuts documents into segment pairs
    the way google-research/bert's create_pretraining_data.py does, drawing NotNext
@@ -29,29 +30,70 @@ import tensorflow as tf
 import tensorflow_text as text
 
 from keras_bert_lite.config import DataConfig
-from keras_bert_lite.data.corpus import CorpusStats, read_documents
+from keras_bert_lite.data.corpus import (
+    CorpusStats,
+    expand_paths,
+    read_indexed_documents,
+)
 from keras_bert_lite.errors import KblError
 from keras_bert_lite.text.tokenizer import BertTokenizer
 
 IS_NEXT, NOT_NEXT = 0, 1
 
 
-def is_held_out(index: int, share: float, seed: int) -> bool:
-    """Whether document `index` is in the held-out evaluation share (stable hash)."""
+def is_held_out(key: tuple[int, int], share: float, seed: int) -> bool:
+    """Whether a document is in the held-out evaluation share: a stable hash of its
+    (file number, document number in the file), so every worker, reading any share
+    of the files in any order, agrees."""
     if share <= 0:
         return False
-    return zlib.crc32(f"{seed}:{index}".encode()) % 10_000 < share * 10_000
+    return zlib.crc32(f"{seed}:{key[0]}:{key[1]}".encode()) % 10_000 < share * 10_000
+
+
+def _selector(split: str, share: float, seed: int) -> Callable[[tuple], bool]:
+    if split not in ("all", "train", "held_out"):
+        raise KblError(f"unknown split '{split}': choose all, train or held_out")
+    if split == "all":
+        return lambda key: True
+    return lambda key: is_held_out(key, share, seed) == (split == "held_out")
+
+
+def _shard_files(files, shard: tuple[int, int] | None) -> list[tuple[int, str]]:
+    """(file number, path) of the files this worker reads: every file, or with
+    `shard=(index, count)` every count-th one from the index-th."""
+    numbered = list(enumerate(expand_paths(files)))
+    if shard is None:
+        return numbered
+    index, count = shard
+    if not 0 <= index < count or count > len(numbered):
+        raise KblError(
+            f"cannot shard {len(numbered)} corpus file(s) over {count} workers; "
+            "split the corpus into at least as many files as workers"
+        )
+    return numbered[index::count]
+
+
+def text_room(seq_len: int, nsp: bool) -> int:
+    """Tokens of text one example holds: seq_len less [CLS] and a [SEP] per segment."""
+    return seq_len - (3 if nsp else 2)
 
 
 def _truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: random.Random):
     """Trims the longer segment one token at a time, from the front or the back at
-    random (as BERT does, to avoid always cutting sentence ends)."""
-    while len(a) + len(b) > max_tokens:
-        longer = a if len(a) > len(b) else b
-        if rng.random() < 0.5:
-            del longer[0]
-        else:
-            longer.pop()
+    random (as BERT does, to avoid always cutting sentence ends).
+
+    The trimming is decided on counts and applied with one slice per segment, so a
+    segment far longer than `max_tokens` costs linear time, not quadratic."""
+    segments = (a, b)
+    lengths = [len(a), len(b)]
+    cuts = [[0, 0], [0, 0]]  # per segment, tokens to drop: [front, back]
+    while lengths[0] + lengths[1] > max_tokens:
+        longer = 0 if lengths[0] > lengths[1] else 1
+        cuts[longer][0 if rng.random() < 0.5 else 1] += 1
+        lengths[longer] -= 1
+    for segment, (front, back), kept in zip(segments, cuts, lengths, strict=True):
+        if front or back:
+            segment[:] = segment[front : front + kept]
 
 
 class InstanceBuilder:
@@ -79,7 +121,7 @@ class InstanceBuilder:
         nsp: bool = True,
         document_pool: int = 256,
     ):
-        self.max_tokens = seq_len - (3 if nsp else 2)
+        self.max_tokens = text_room(seq_len, nsp)
         self.rng = rng
         self.short_seq_prob = short_seq_prob
         self.nsp = nsp
@@ -176,9 +218,20 @@ class InstanceBuilder:
 
 
 def _tokenized_documents(
-    files, tokenizer, fmt, stats, select, batch_sentences: int = 1024
+    files: list[tuple[int, str]],
+    tokenizer,
+    fmt,
+    stats,
+    select,
+    max_tokens: int,
+    batch_sentences: int = 1024,
 ) -> Callable[[], Iterator]:
-    """A generator factory: tokenized documents (lists of int lists) passing `select`.
+    """A generator factory: tokenized documents (lists of int lists) whose
+    (file, document) key passes `select`, read from numbered `files`.
+
+    A "sentence" longer than `max_tokens` (a paragraph without punctuation, a 1 MB
+    line) is cut into consecutive pieces of at most `max_tokens`: whole, it could only
+    be truncated to one example, and the rest of its text would never be seen.
 
     Sentences of several documents are tokenized together in one eager call (in-graph
     FastBertTokenizer). The generator never iterates another tf.data pipeline: nesting
@@ -193,16 +246,16 @@ def _tokenized_documents(
         for doc in docs:
             out = []
             for _ in doc:
-                if splits[k + 1] > splits[k]:
-                    out.append(flat[splits[k] : splits[k + 1]])
+                for start in range(splits[k], splits[k + 1], max_tokens):
+                    out.append(flat[start : min(start + max_tokens, splits[k + 1])])
                 k += 1
             if out:
                 yield out
 
     def tokenized():
         pending, size = [], 0
-        for index, doc in enumerate(read_documents(files, format=fmt, stats=stats)):
-            if not select(index):
+        for key, doc in read_indexed_documents(files, fmt, stats):
+            if not select(key):
                 continue
             pending.append(doc)
             size += len(doc)
@@ -336,13 +389,15 @@ def pretraining_dataset(
     corpus_format: str = "auto",
     stats: CorpusStats | None = None,
     resume_pass: int = 0,
+    shard: tuple[int, int] | None = None,
 ) -> tf.data.Dataset:
     """A tf.data pipeline from raw corpus files to masked pretraining batches.
 
     Elements are `(inputs, targets, sample_weights)`: inputs hold `token_ids`,
     `segment_ids`, `padding_mask` (B, T) and `mask_positions` (B, P); targets hold
     `mask_ids` (B, P) and, with NSP, `nsp_labels` (B,); sample weights hold
-    `mask_weights` (B, P), 0 for unused prediction slots.
+    `mask_weights` (B, P), 0 for unused prediction slots. All int32 but the weights
+    (float32); with `drop_remainder` every shape is static (what TPUs and XLA need).
 
     Args:
         files: corpus files, directories or globs.
@@ -357,27 +412,35 @@ def pretraining_dataset(
         drop_remainder: static batch size (for XLA and TPUs).
         corpus_format: see `read_documents`.
         stats: counts to update while reading.
-        resume_pass: a resumed run's starting point: later passes get fresh pairs and
-            masks instead of replaying the first ones (the held-out split is unchanged).
+        resume_pass: the pass over the corpus to start at: a resumed run's later
+            passes get fresh pairs and masks instead of replaying the first ones
+            (the held-out split is unchanged); without `repeat`, the one pass made.
+        shard: (index, count): read only every count-th file from the index-th, as
+            worker `index` of `count` does; pairs and masks are drawn from seeds of
+            their own, and the held-out split is the same as for the whole corpus.
     """
     config = config or DataConfig(seq_len=seq_len, nsp=nsp)
-    if split not in ("all", "train", "held_out"):
-        raise KblError(f"unknown split '{split}'")
+    select = _selector(split, config.held_out, seed)
     if config.seq_len < 8:
         raise KblError("seq_len must be at least 8")
     stats = stats if stats is not None else CorpusStats()
-
-    def select(index: int) -> bool:
-        if split == "all":
-            return True
-        return is_held_out(index, config.held_out, seed) == (split == "held_out")
-
-    documents = _tokenized_documents(files, tokenizer, corpus_format, stats, select)
+    documents = _tokenized_documents(
+        _shard_files(files, shard),
+        tokenizer,
+        corpus_format,
+        stats,
+        select,
+        text_room(config.seq_len, config.nsp),
+    )
+    # A worker's share draws from seeds of its own (the whole corpus keeps the
+    # plain seed, so one process reproduces the runs made before sharding).
+    stream = seed if shard is None else f"{seed}/{shard[0]}"
 
     def instances():
-        passes = range(resume_pass, 1 << 62) if repeat else range(1)
+        end = 1 << 62 if repeat else resume_pass + 1
+        passes = range(resume_pass, end)
         for pass_index in passes:
-            rng = random.Random(f"{seed}:{pass_index}")
+            rng = random.Random(f"{stream}:{pass_index}")
             builder = InstanceBuilder(
                 config.seq_len,
                 rng,
@@ -396,7 +459,9 @@ def pretraining_dataset(
             tf.TensorSpec([], tf.int32),
         ),
     )
-    draw_seed = seed + 7919 * resume_pass if repeat else seed
+    draw_seed = seed + 7919 * resume_pass
+    if shard is not None:
+        draw_seed += 104_729 * (shard[0] + 1)
     # Shuffling and masking take their op-level seeds from the global seed when the
     # pipeline is built, so set it first: every call with the same seed then builds
     # the same stream, whatever ran before in the process.
@@ -407,7 +472,98 @@ def pretraining_dataset(
     # Masking runs one batch at a time: parallel calls would share the random state in
     # a nondeterministic order.
     ds = ds.map(_masker(tokenizer, config))
+    if drop_remainder:
+        ds = ds.map(_static_shapes(batch_size, config))
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _static_shapes(batch_size: int, config: DataConfig):
+    """Pins every shape of a batch: (B, T), (B, P) and (B,)."""
+
+    def pin(tensor):
+        shape = [batch_size] + tensor.shape.as_list()[1:]
+        return tf.ensure_shape(tensor, shape)
+
+    def apply(inputs, targets, weights):
+        return tuple(
+            {k: pin(v) for k, v in part.items()} for part in (inputs, targets, weights)
+        )
+
+    return apply
+
+
+def corpus_tokenizer(
+    files,
+    corpus_format: str,
+    vocab: str | None,
+    vocabulary_size: int,
+    lowercase: bool,
+    log: Callable[[str], None] = print,
+) -> BertTokenizer:
+    """The tokenizer of a run: `vocab` read, or a vocabulary of `vocabulary_size`
+    learned from the corpus when `vocab` is None."""
+    from keras_bert_lite.data.corpus import read_documents
+    from keras_bert_lite.text import learn_vocabulary, read_vocabulary
+
+    if vocab is not None:
+        return BertTokenizer(read_vocabulary(vocab), lowercase)
+    files = expand_paths(files)
+    log(
+        f"learning a {vocabulary_size}-token WordPiece vocabulary from "
+        f"{len(files)} file(s) ..."
+    )
+    stats = CorpusStats()
+    tokens = learn_vocabulary(
+        (s for doc in read_documents(files, corpus_format, stats) for s in doc),
+        vocabulary_size,
+        lowercase=lowercase,
+    )
+    log(
+        f"vocabulary: {len(tokens)} tokens from {stats.documents} documents, "
+        f"{stats.sentences} sentences"
+    )
+    return BertTokenizer(tokens, lowercase)
+
+
+def require_pairs(
+    files,
+    tokenizer: BertTokenizer,
+    config: DataConfig,
+    corpus_format: str = "auto",
+    sample: int = 1000,
+) -> None:
+    """Raises KblError when next-sentence prediction could only learn NotNext.
+
+    A true next segment exists only in a document of two or more sentences (or of
+    one sentence too long for one example, which is cut into consecutive pieces). If
+    none of the first `sample` documents has one, every pair would be NotNext and
+    the NSP head would learn a constant: the mistake of a file with a blank line
+    after every sentence, or a JSONL file of one-sentence records.
+    """
+    documents = _tokenized_documents(
+        _shard_files(files, None),
+        tokenizer,
+        corpus_format,
+        CorpusStats(),
+        _selector("all", 0.0, 0),
+        text_room(config.seq_len, config.nsp),
+    )
+    seen = 0
+    for doc in documents():
+        if len(doc) > 1:
+            return
+        seen += 1
+        if seen >= sample:
+            break
+    if seen:
+        raise KblError(
+            f"{', '.join(expand_paths(files))}: "
+            + (f"all {seen}" if seen < sample else f"the first {seen}")
+            + " document(s) hold a single sentence, so next-sentence prediction "
+            "has no true next sentence to learn from; keep a document's sentences "
+            "together (one per line, a blank line only between documents) or pass "
+            "--no-nsp"
+        )
 
 
 def count_instances(
@@ -419,13 +575,13 @@ def count_instances(
     corpus_format: str = "auto",
 ) -> int:
     """How many instances one pass over the corpus yields (for epochs -> steps)."""
-    select = (
-        (lambda i: True)
-        if split == "all"
-        else (lambda i: is_held_out(i, config.held_out, seed) == (split == "held_out"))
-    )
     documents = _tokenized_documents(
-        files, tokenizer, corpus_format, CorpusStats(), select
+        _shard_files(files, None),
+        tokenizer,
+        corpus_format,
+        CorpusStats(),
+        _selector(split, config.held_out, seed),
+        text_room(config.seq_len, config.nsp),
     )
     builder = InstanceBuilder(
         config.seq_len,
