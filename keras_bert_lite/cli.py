@@ -13,6 +13,7 @@ import shutil
 import sys
 import time
 
+from keras_bert_lite.config import STRATEGIES
 from keras_bert_lite.errors import KblError
 
 
@@ -50,33 +51,57 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_training_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--seq-len",
-        type=_positive_int,
-        default=128,
-        help="tokens per example (default 128)",
-    )
+def _add_training_options(p: argparse.ArgumentParser, pretraining: bool) -> None:
+    """Options that pretraining and fine-tuning share (pretraining adds its own)."""
+    if pretraining:
+        p.add_argument(
+            "--seq-len",
+            type=_positive_int,
+            help="tokens per example (default 128)",
+        )
+        steps = p.add_mutually_exclusive_group()
+        steps.add_argument("--steps", type=_positive_int, help="optimizer steps")
+        steps.add_argument(
+            "--epochs", type=_positive_int, help="passes over the corpus"
+        )
+        p.add_argument(
+            "--eval-every",
+            type=_positive_int,
+            help="steps between held-out evaluations and checkpoints "
+            "(default: a tenth of the run)",
+        )
+        p.add_argument(
+            "--learning-rate",
+            type=float,
+            default=1e-3,
+            help="peak learning rate after warm-up (default 1e-3)",
+        )
+        p.add_argument(
+            "--optimizer",
+            default="adamw",
+            choices=["adamw", "lamb"],
+            help="lamb: layer-wise trust ratio, for large batches (default adamw)",
+        )
+        p.add_argument(
+            "--steps-per-execution",
+            type=_positive_int,
+            help="steps per device call (default 1; on a TPU up to 100)",
+        )
+        p.add_argument(
+            "--tpu", help="with --strategy tpu|auto: the TPU name or grpc:// address"
+        )
     p.add_argument(
         "--batch-size",
         type=_positive_int,
         default=32,
-        help="global batch size (default 32)",
+        help="global batch size per optimizer step (default 32)",
     )
-    steps = p.add_mutually_exclusive_group()
-    steps.add_argument("--steps", type=_positive_int, help="optimizer steps in total")
-    steps.add_argument("--epochs", type=_positive_int, help="passes over the corpus")
     p.add_argument(
-        "--eval-every",
+        "--accumulation",
         type=_positive_int,
-        help="steps between held-out evaluations and checkpoints "
-        "(default: a tenth of the run)",
-    )
-    p.add_argument(
-        "--learning-rate",
-        type=float,
-        default=1e-3,
-        help="peak learning rate after warm-up (default 1e-3)",
+        default=1,
+        help="micro-batches per step (gradient accumulation): each holds "
+        "batch-size / accumulation examples (default 1)",
     )
     p.add_argument(
         "--precision",
@@ -84,7 +109,11 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
     )
     p.add_argument(
-        "--strategy", default="auto", choices=["auto", "default", "mirrored"]
+        "--strategy",
+        default="auto",
+        choices=list(STRATEGIES),
+        help="auto: TPU if attached, mirrored over several GPUs, else default; "
+        "multiworker reads the cluster from TF_CONFIG",
     )
     p.add_argument(
         "--xla",
@@ -93,6 +122,50 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         help="XLA-compile the train step (auto: where it was measured faster)",
     )
     p.add_argument("--seed", type=int, default=0)
+
+
+def _data_options(args) -> dict:
+    """The data options given on the command line (defaults left to DataConfig)."""
+    options = {}
+    if getattr(args, "seq_len", None) is not None:
+        options["seq_len"] = args.seq_len
+    if args.no_nsp:
+        options["nsp"] = False
+    if args.whole_word_mask:
+        options["whole_word_mask"] = True
+    if args.cased:
+        options["lowercase"] = False
+    if args.held_out is not None:
+        options["held_out"] = args.held_out
+    return options
+
+
+def _add_vocabulary_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--vocab", help="vocab.txt to use (default: learn one)")
+    p.add_argument(
+        "--vocab-size",
+        type=_positive_int,
+        default=8192,
+        help="size of the vocabulary to learn (default 8192)",
+    )
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-nsp",
+        action="store_true",
+        help="no next-sentence task: pack contiguous text as one segment",
+    )
+    p.add_argument("--whole-word-mask", action="store_true")
+    p.add_argument("--cased", action="store_true")
+    p.add_argument(
+        "--held-out",
+        type=float,
+        help="share of documents held out for evaluation (default 0.05)",
+    )
+    p.add_argument(
+        "--format", default="auto", choices=["auto", "bert", "jsonl", "text"]
+    )
 
 
 def _cmd_vocab(args) -> dict:
@@ -128,9 +201,10 @@ def _cmd_vocab(args) -> dict:
     return result
 
 
-def _pretrain_kwargs(args) -> dict:
-    kwargs = dict(
-        seq_len=args.seq_len,
+def _cmd_pretrain(args) -> dict:
+    from keras_bert_lite.training import pretrain
+
+    options = dict(
         batch_size=args.batch_size,
         steps=args.steps,
         epochs=args.epochs,
@@ -138,22 +212,15 @@ def _pretrain_kwargs(args) -> dict:
         learning_rate=args.learning_rate,
         precision=args.precision,
         strategy=args.strategy,
+        optimizer=args.optimizer,
+        accumulation=args.accumulation,
+        steps_per_execution=args.steps_per_execution,
         seed=args.seed,
         jit_compile={"auto": "auto", "on": True, "off": False}[args.xla],
+        **_data_options(args),
     )
-    return kwargs
-
-
-def _cmd_pretrain(args) -> dict:
-    from keras_bert_lite.training import pretrain
-
-    options = _pretrain_kwargs(args)
-    options.update(
-        nsp=not args.no_nsp,
-        whole_word_mask=args.whole_word_mask,
-        lowercase=not args.cased,
-        held_out=args.held_out,
-    )
+    if args.records and args.corpus:
+        raise KblError("give --corpus or --records, not both")
     result = pretrain(
         args.corpus,
         args.out,
@@ -162,6 +229,8 @@ def _cmd_pretrain(args) -> dict:
         vocabulary_size=args.vocab_size,
         resume=args.resume,
         corpus_format=args.format,
+        records=args.records,
+        tpu=args.tpu,
         **({} if args.resume else options),
     )
     return {
@@ -171,6 +240,40 @@ def _cmd_pretrain(args) -> dict:
         "tokens_per_second": result.tokens_per_second,
         "seconds": result.seconds,
     }
+
+
+def _cmd_prepare(args) -> dict:
+    from keras_bert_lite.config import DataConfig
+    from keras_bert_lite.data.corpus import expand_paths, require_text
+    from keras_bert_lite.data.pretraining import corpus_tokenizer, require_pairs
+    from keras_bert_lite.data.records import write_records
+
+    config = DataConfig(**_data_options(args))
+    files = expand_paths(args.corpus)
+    require_text(files, args.format)
+    tokenizer = corpus_tokenizer(
+        files, args.format, args.vocab, args.vocab_size, config.lowercase
+    )
+    if config.nsp:
+        require_pairs(files, tokenizer, config, args.format)
+    manifest = write_records(
+        files,
+        tokenizer,
+        args.out,
+        config,
+        dupe_factor=args.dupe_factor,
+        shards=args.shards,
+        seed=args.seed,
+        corpus_format=args.format,
+        log=lambda line: print(line, flush=True),
+    )
+    print(
+        f"wrote {manifest['examples']:,} examples ({manifest['tokens']:,} tokens) in "
+        f"{args.shards} shard(s) and {manifest['held_out_examples']:,} held-out "
+        f"examples to {args.out} in {manifest['seconds']:.0f}s; train on them with "
+        f"`kbl pretrain --records {args.out} --out RUN`"
+    )
+    return manifest
 
 
 def _cmd_quickstart(args) -> dict:
@@ -300,6 +403,10 @@ def _cmd_finetune(args) -> dict:
         crf=args.crf,
         seed=args.seed,
         resume=args.resume,
+        precision=args.precision,
+        jit_compile={"auto": "auto", "on": True, "off": False}[args.xla],
+        strategy=args.strategy,
+        accumulation=args.accumulation,
     )
     return {
         "run": result.run,
@@ -473,33 +580,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="files, directories, globs (default: the built-in default data)",
     )
     p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--vocab", help="vocab.txt to use (default: learn one)")
-    p.add_argument(
-        "--vocab-size",
-        type=_positive_int,
-        default=8192,
-        help="size of the vocabulary to learn (default 8192)",
-    )
+    _add_vocabulary_options(p)
     p.add_argument(
         "--model",
         default="mini",
         help="preset (tiny, mini, small, medium, base) or a config.json",
     )
+    _add_data_options(p)
     p.add_argument(
-        "--no-nsp",
-        action="store_true",
-        help="no next-sentence task: pack contiguous text as one segment",
-    )
-    p.add_argument("--whole-word-mask", action="store_true")
-    p.add_argument("--cased", action="store_true")
-    p.add_argument(
-        "--held-out",
-        type=float,
-        default=0.05,
-        help="share of documents held out for evaluation (default 0.05)",
-    )
-    p.add_argument(
-        "--format", default="auto", choices=["auto", "bert", "jsonl", "text"]
+        "--records",
+        help="train on examples prepared by `kbl prepare` (a directory) instead "
+        "of a corpus",
     )
     p.add_argument(
         "--resume",
@@ -510,8 +601,38 @@ def build_parser() -> argparse.ArgumentParser:
         "--json",
         help="also write the result JSON here (default: RUN/metrics.json only)",
     )
-    _add_training_options(p)
+    _add_training_options(p, pretraining=True)
     p.set_defaults(func=_cmd_pretrain)
+
+    p = sub.add_parser(
+        "prepare",
+        help="write masked pretraining examples to TFRecord shards (static masking)",
+    )
+    p.add_argument(
+        "--corpus", nargs="+", required=True, help="files, directories, globs"
+    )
+    p.add_argument("--out", required=True, help="directory for the shards")
+    _add_vocabulary_options(p)
+    p.add_argument(
+        "--seq-len", type=_positive_int, help="tokens per example (default 128)"
+    )
+    _add_data_options(p)
+    p.add_argument(
+        "--dupe-factor",
+        type=_positive_int,
+        default=5,
+        help="passes over the corpus, each with new pairs and masks (default 5)",
+    )
+    p.add_argument(
+        "--shards",
+        type=_positive_int,
+        default=8,
+        help="training files to deal the examples to (default 8; at least the "
+        "number of workers that will read them)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="also write prepare.json's content here")
+    p.set_defaults(func=_cmd_prepare)
 
     p = sub.add_parser("finetune", help="fine-tune on a task file")
     p.add_argument("--task", required=True, choices=["classify", "tag", "qa"])
@@ -527,7 +648,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab", help="vocab.txt for --init random")
     p.add_argument("--cased", action="store_true", help="with --init random")
     p.add_argument("--seq-len", type=_positive_int, default=128)
-    p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--epochs", type=_positive_int, default=3)
     p.add_argument(
         "--learning-rate",
@@ -552,7 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         help="train on a seeded random sample of this many records (default: all)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    _add_training_options(p, pretraining=False)
     p.add_argument(
         "--resume",
         action="store_true",

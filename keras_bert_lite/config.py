@@ -135,22 +135,33 @@ class DataConfig:
         return _from_dict(cls, values, where)
 
 
+STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
+OPTIMIZERS = ("adamw", "lamb")
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """How a model is optimised. Runtime switches live here, not in BertConfig."""
 
-    batch_size: int = 32  # global batch size (all replicas together)
+    batch_size: int = (
+        32  # global batch per optimizer step (all replicas, all micro-batches)
+    )
     steps: int | None = None  # total optimizer steps; or give epochs
     epochs: int | None = None  # passes over the training documents
     eval_every: int | None = None  # steps between held-out evaluations and checkpoints
     learning_rate: float = 1e-3  # peak learning rate, after warm-up
     warmup: float = 0.1  # share of the steps spent warming up linearly from 0
-    weight_decay: float = 0.01  # AdamW decoupled decay; LayerNorm and biases are exempt
+    weight_decay: float = 0.01  # decoupled decay; LayerNorm and biases are exempt
     clipnorm: float = 1.0  # global gradient-norm clipping
     precision: str = "auto"  # auto | float32 | mixed_bfloat16 | mixed_float16
-    strategy: str = "auto"  # auto | default | mirrored
+    strategy: str = "auto"  # auto | default | mirrored | multiworker | tpu
     jit_compile: bool | str = "auto"  # XLA for the train step; "auto": by measurement
     seed: int = 0  # seeds data order, NSP pairs, masks and weight initialisation
+    optimizer: str = "adamw"  # adamw | lamb (layer-wise trust ratio, large batches)
+    accumulation: int = 1  # micro-batches per step: batch_size / accumulation each
+    steps_per_execution: int | None = (
+        None  # steps per device call; None: 1, TPU: up to 100
+    )
 
     def __post_init__(self):
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -158,16 +169,35 @@ class TrainConfig:
                 f"train config: batch_size must be a positive integer, got "
                 f"{self.batch_size!r}"
             )
-        for name in ("steps", "epochs", "eval_every"):
+        for name in ("steps", "epochs", "eval_every", "steps_per_execution"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise KblError(
                     f"train config: {name} must be a positive integer, got {value!r}"
                 )
+        if not isinstance(self.accumulation, int) or self.accumulation < 1:
+            raise KblError(
+                f"train config: accumulation must be a positive integer, got "
+                f"{self.accumulation!r}"
+            )
+        if self.batch_size % self.accumulation:
+            raise KblError(
+                f"train config: batch_size {self.batch_size} is not divisible by "
+                f"accumulation {self.accumulation}; each step is accumulation "
+                "micro-batches of batch_size / accumulation examples"
+            )
         if self.precision not in ("auto", "float32", "mixed_bfloat16", "mixed_float16"):
             raise KblError(f"train config: unknown precision '{self.precision}'")
-        if self.strategy not in ("auto", "default", "mirrored"):
-            raise KblError(f"train config: unknown strategy '{self.strategy}'")
+        if self.strategy not in STRATEGIES:
+            raise KblError(
+                f"train config: unknown strategy '{self.strategy}': choose one of "
+                f"{', '.join(STRATEGIES)}"
+            )
+        if self.optimizer not in OPTIMIZERS:
+            raise KblError(
+                f"train config: unknown optimizer '{self.optimizer}': choose one of "
+                f"{', '.join(OPTIMIZERS)}"
+            )
         if self.jit_compile not in ("auto", True, False):
             raise KblError(
                 f"train config: jit_compile must be auto, true or false, got "

@@ -119,9 +119,9 @@ def test_loss_is_weighted_masked_lm_plus_nsp_computed_by_hand():
 
 def test_overfits_one_fixed_batch():
     model = BertPretrainer(tiny_backbone())
-    from keras_bert_lite.training.optimizer import adamw
+    from keras_bert_lite.training.optimizer import bert_optimizer
 
-    model.compile(optimizer=adamw(3e-3, total_steps=300, warmup=0.05))
+    model.compile(optimizer=bert_optimizer(3e-3, total_steps=300, warmup=0.05))
     x, y, w = batch()
     ds = tf.data.Dataset.from_tensors((x, y, w)).repeat(300)
     model.fit(ds, verbose=0)

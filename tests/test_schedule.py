@@ -1,5 +1,5 @@
 import pytest
-from keras_bert_lite.training.optimizer import WarmupLinearDecay, adamw
+from keras_bert_lite.training.optimizer import WarmupLinearDecay, bert_optimizer
 
 
 def test_warmup_then_linear_decay_to_zero():
@@ -18,7 +18,7 @@ def test_weight_decay_skips_layer_norm_and_biases():
     backbone = BertBackbone(
         vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=16
     )
-    optimizer = adamw(1e-3, total_steps=10)
+    optimizer = bert_optimizer(1e-3, total_steps=10)
     decayed = {
         v.path for v in backbone.trainable_variables if optimizer._use_weight_decay(v)
     }

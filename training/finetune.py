@@ -283,6 +283,8 @@ def finetune(
     resume: bool = False,
     precision: str = "auto",
     jit_compile: bool | str = "auto",
+    strategy: str = "auto",
+    accumulation: int = 1,
     log: Callable[[str], None] = print,
     verbose: int | str = "auto",
 ) -> FinetuneResult:
@@ -311,6 +313,9 @@ def finetune(
         resume: continue an interrupted run in `out` (same arguments) from its
             last epoch checkpoint; with nothing to resume, start it.
         precision, jit_compile: as for pretraining ("auto" chooses by device).
+        strategy: as for pretraining; under "multiworker" every worker runs this
+            call and the chief writes the run directory.
+        accumulation: micro-batches of batch_size / accumulation per optimizer step.
         log: where progress lines go.
         verbose: Keras progress display.
 
@@ -318,24 +323,38 @@ def finetune(
         A `FinetuneResult` with the best dev metrics.
     """
     import keras
-    import tensorflow as tf
-    from keras_bert_lite.training.optimizer import adamw
-    from keras_bert_lite.training.strategy import resolve_jit_compile, resolve_precision
-
-    from keras_bert_lite.data import tasks
+    from keras_bert_lite.training.optimizer import bert_optimizer
+    from keras_bert_lite.training.strategy import (
+        Workers,
+        fit_under,
+        get_strategy,
+        resolve_jit_compile,
+        resolve_precision,
+    )
 
     started = time.time()
     if task not in TASKS:
         raise KblError(f"unknown task '{task}': choose one of {', '.join(TASKS)}")
+    TrainConfig(batch_size=batch_size, strategy=strategy, accumulation=accumulation)
+    # The strategy first: the multi-worker one configures the TensorFlow runtime.
+    distribution = get_strategy(strategy)
+    workers = Workers.of(distribution)
+    import tensorflow as tf
+
+    from keras_bert_lite.data import tasks
+
     config_path = os.path.join(out, run_dir.CONFIG)
-    if os.path.exists(config_path) and not resume:
+    if os.path.exists(config_path) and not resume and workers.chief:
         raise KblError(
             f"{out}: already holds a run; continue it with --resume or choose "
             "another --out"
         )
     keras.utils.set_random_seed(seed)
     precision = resolve_precision(precision)
-    backbone, tokenizer, model_config = _load_backbone(init, model, vocab, lowercase)
+    with distribution.scope():  # variables are created under the strategy
+        backbone, tokenizer, model_config = _load_backbone(
+            init, model, vocab, lowercase
+        )
     if seq_len > model_config.max_sequence_length:
         raise KblError(
             f"seq_len {seq_len} is longer than the model's "
@@ -381,16 +400,31 @@ def finetune(
         hidden = model_config.hidden_dim
         learning_rate = 1e-4 if hidden <= 256 else 5e-5 if hidden <= 512 else 2e-5
     n = len(train_data.inputs["token_ids"])
-    steps_per_epoch = max(1, math.ceil(n / batch_size))
-    total_steps = steps_per_epoch * epochs
+    micro_batch = batch_size // accumulation
+    if micro_batch % distribution.num_replicas_in_sync:
+        raise KblError(
+            f"batch size {batch_size} / accumulation {accumulation} cannot be split "
+            f"evenly over {distribution.num_replicas_in_sync} replicas"
+        )
+    steps_per_epoch = max(1, math.ceil(n / micro_batch))  # micro-batches
+    total_steps = max(1, steps_per_epoch * epochs // accumulation)
 
-    model = run_dir.build_task_model(
-        task, backbone, len(labels), kind, dropout, crf=options.get("crf", False)
-    )
-    model.compile(
-        optimizer=adamw(learning_rate, total_steps, warmup, weight_decay),
-        jit_compile=resolve_jit_compile(jit_compile, precision),
-    )
+    with distribution.scope():
+        model = run_dir.build_task_model(
+            task, backbone, len(labels), kind, dropout, crf=options.get("crf", False)
+        )
+        model.compile(
+            optimizer=bert_optimizer(
+                learning_rate,
+                total_steps,
+                warmup,
+                weight_decay,
+                accumulation=accumulation,
+            ),
+            jit_compile=resolve_jit_compile(
+                jit_compile, precision, distribution, total_steps
+            ),
+        )
 
     elements = (train_data.inputs, train_data.targets)
     if train_data.weights is not None:
@@ -398,11 +432,13 @@ def finetune(
     dataset = (
         tf.data.Dataset.from_tensor_slices(elements)
         .shuffle(n, seed=seed, reshuffle_each_iteration=True)
-        .batch(batch_size)
+        .batch(micro_batch)
         .prefetch(tf.data.AUTOTUNE)
     )
+    fit_under(model, distribution, dataset.element_spec)
 
-    os.makedirs(out, exist_ok=True)
+    if workers.chief:
+        os.makedirs(out, exist_ok=True)
     config = {
         "kbl_run": CONFIG_VERSION,
         "task": task,
@@ -417,6 +453,7 @@ def finetune(
             warmup=warmup,
             weight_decay=weight_decay,
             seed=seed,
+            accumulation=accumulation,
         ).to_dict(),
         "task_options": {**options, "dropout": dropout, "num_labels": len(labels)},
         "init": os.path.abspath(init) if init != "random" else "random",
@@ -444,17 +481,19 @@ def finetune(
     initial_epoch = 0
     if found:
         state = found[1]
-        model.optimizer.build(model.trainable_variables)
-        model.load_weights(found[0])
+        with distribution.scope():
+            model.optimizer.build(model.trainable_variables)
+            model.load_weights(found[0])
         initial_epoch = state["epoch"]
         best.update(state.get("best") or {})
         if "threshold" in state:
             options["threshold"] = state["threshold"]
             config["task_options"]["threshold"] = state["threshold"]
         log(f"resumed from {found[0]} (epoch {initial_epoch})")
-    tokenizer.save(out)
-    if labels:
-        tasks.write_labels(os.path.join(out, "labels.txt"), labels)
+    if workers.chief:  # the other workers compute the same and write nothing
+        tokenizer.save(out)
+        if labels:
+            tasks.write_labels(os.path.join(out, "labels.txt"), labels)
 
     weights_path = os.path.join(out, run_dir.WEIGHTS)
     progress = {"epochs": initial_epoch}
@@ -484,29 +523,30 @@ def finetune(
             )
             if value > best["score"]:
                 best.update(score=value, metrics=metrics, epoch=epoch + 1)
-                with atomic_path(weights_path, suffix=".weights.h5") as tmp:
-                    self.model.save_weights(tmp)
                 config["task_options"]["threshold"] = options.get("threshold", 0.5)
-                write_json(config_path, config)
+                if workers.chief:
+                    with atomic_path(weights_path, suffix=".weights.h5") as tmp:
+                        self.model.save_weights(tmp)
+                    write_json(config_path, config)
             progress["epochs"] = epoch + 1
             if epoch + 1 - best["epoch"] >= patience:  # early stopping
                 best["stopped"] = True
                 self.model.stop_training = True
 
-    callbacks = [
-        StopOnNonFinite(checkpoint_dir),
-        DevEvaluation(),
-        HistoryCSV(os.path.join(out, "history.csv"), keep_before=initial_epoch),
-        # Last: the epoch's best weights and history are on disk when state.json
-        # names its checkpoint (and the best score that goes with them).
-        RunCheckpoint(
-            checkpoint_dir,
-            state=lambda: {
-                "best": best,
-                "threshold": options.get("threshold", 0.5),
-            },
-        ),
-    ]
+    callbacks = [StopOnNonFinite(checkpoint_dir), DevEvaluation()]
+    if workers.chief:
+        callbacks += [
+            HistoryCSV(os.path.join(out, "history.csv"), keep_before=initial_epoch),
+            # Last: the epoch's best weights and history are on disk when state.json
+            # names its checkpoint (and the best score that goes with them).
+            RunCheckpoint(
+                checkpoint_dir,
+                state=lambda: {
+                    "best": best,
+                    "threshold": options.get("threshold", 0.5),
+                },
+            ),
+        ]
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
     log(
@@ -525,15 +565,16 @@ def finetune(
     result = FinetuneResult(
         out, best["metrics"], progress["epochs"], time.time() - started
     )
-    write_json(
-        os.path.join(out, "metrics.json"),
-        {
-            "dev": best["metrics"],
-            "best_epoch": best["epoch"],
-            "epochs": result.epochs,
-            "seconds": result.seconds,
-        },
-    )
+    if workers.chief:
+        write_json(
+            os.path.join(out, "metrics.json"),
+            {
+                "dev": best["metrics"],
+                "best_epoch": best["epoch"],
+                "epochs": result.epochs,
+                "seconds": result.seconds,
+            },
+        )
     log(f"done in {result.seconds:.0f}s; best dev epoch {best['epoch']}")
     return result
 

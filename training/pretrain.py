@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from keras_bert_lite import run as run_dir
 from keras_bert_lite.config import CONFIG_VERSION, BertConfig, DataConfig, TrainConfig
 from keras_bert_lite.errors import KblError
-from keras_bert_lite.io import remove_temporaries, write_json
+from keras_bert_lite.io import atomic_path, remove_temporaries, write_json
 
 
 @dataclasses.dataclass
@@ -58,55 +58,41 @@ def pretrain(
     vocabulary_size: int = 8192,
     resume: bool = False,
     corpus_format: str = "auto",
+    records: str | None = None,
+    tpu: str | None = None,
     log: Callable[[str], None] = print,
     verbose: int | str = "auto",
     **options,
 ) -> PretrainResult:
     """Pretrains a BERT with `model.fit` and writes a run directory.
 
+    Under `strategy="multiworker"` every worker runs this same call; the chief
+    (worker 0) writes the run directory, the others only read it. Workers read
+    their share of the corpus files when there are at least as many files as
+    workers; a smaller corpus is read whole by each, which then trains on its
+    slice of every global batch.
+
     Args:
-        corpus: corpus files, directories or globs; None uses the built-in default data.
+        corpus: corpus files, directories or globs; None uses the built-in default
+            data (or `records`).
         out: the run directory to write (or to continue with `resume=True`).
         vocab: a vocab.txt to use; None learns one of `vocabulary_size` from the corpus.
         model: a preset name (tiny, mini, small, medium, base) or a `BertConfig`.
         vocabulary_size: size of the vocabulary to learn when `vocab` is None.
         resume: continue the interrupted run in `out` from its last checkpoint.
         corpus_format: "auto", "bert", "jsonl" or "text".
+        records: a directory of examples prepared by `kbl prepare` to train on
+            instead of a corpus (its vocabulary and data config come with it).
+        tpu: the TPU to connect to with strategy "tpu" (None: the local one).
         log: where progress lines go.
         verbose: Keras progress display (1 bar, 2 one line per epoch, "auto").
         **options: any field of `DataConfig` or `TrainConfig` (seq_len, nsp,
             whole_word_mask, batch_size, steps, epochs, learning_rate, precision,
-            seed...).
+            strategy, optimizer, accumulation, seed...).
 
     Returns:
         A `PretrainResult`.
     """
-    import keras
-    from keras_bert_lite.training.callbacks import (
-        HistoryCSV,
-        RunCheckpoint,
-        StopAtStep,
-        StopOnNonFinite,
-        Throughput,
-        latest_checkpoint,
-    )
-    from keras_bert_lite.training.optimizer import adamw
-    from keras_bert_lite.training.strategy import (
-        get_strategy,
-        resolve_jit_compile,
-        resolve_precision,
-    )
-
-    from keras_bert_lite.data import default_data
-    from keras_bert_lite.data.corpus import (
-        CorpusStats,
-        expand_paths,
-        read_documents,
-        require_text,
-    )
-    from keras_bert_lite.data.pretraining import count_instances, pretraining_dataset
-    from keras_bert_lite.text import BertTokenizer, learn_vocabulary, read_vocabulary
-
     started = time.time()
     config_path = os.path.join(out, run_dir.CONFIG)
     if resume:
@@ -116,65 +102,96 @@ def pretrain(
                 "without --resume"
             )
         config = run_dir.read_config(out)
+        train_config = _train_section(config, config_path)
+    else:
+        model_over, data_over, train_over = _split_overrides(options)
+        train_config = TrainConfig(**train_over)
+
+    # The strategy first: the multi-worker and TPU ones configure the TensorFlow
+    # runtime, which must not have run anything yet.
+    import keras
+    from keras_bert_lite.training.strategy import (
+        Workers,
+        fit_under,
+        get_strategy,
+        resolve_jit_compile,
+        resolve_precision,
+        strategy_kind,
+    )
+
+    strategy = get_strategy(train_config.strategy, tpu=tpu)
+    workers = Workers.of(strategy)
+    kind = strategy_kind(strategy)
+
+    from keras_bert_lite.training.callbacks import (
+        HistoryCSV,
+        RunCheckpoint,
+        StopAtStep,
+        StopOnNonFinite,
+        Throughput,
+        latest_checkpoint,
+    )
+    from keras_bert_lite.training.optimizer import bert_optimizer
+
+    from keras_bert_lite.data import default_data
+    from keras_bert_lite.data import records as prepared
+    from keras_bert_lite.data.corpus import (
+        expand_paths,
+        require_text,
+    )
+    from keras_bert_lite.data.pretraining import (
+        corpus_tokenizer,
+        count_instances,
+        pretraining_dataset,
+        require_pairs,
+    )
+    from keras_bert_lite.text import BertTokenizer, read_vocabulary
+
+    if resume:
         model_config = BertConfig.from_dict(config["model"], f"{config_path}: model")
         data_config = DataConfig.from_dict(config["data"], f"{config_path}: data")
-        if "train" not in config:
-            raise KblError(f"{config_path}: the 'train' section is missing")
-        train_config = TrainConfig.from_dict(config["train"], f"{config_path}: train")
+        records = config.get("records")
         files = config.get("corpus")
-        if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        if records is None and (
+            not isinstance(files, list) or not all(isinstance(f, str) for f in files)
+        ):
             raise KblError(f"{config_path}: 'corpus' must be a list of file paths")
         corpus_format = config.get("corpus_format", corpus_format)
         tokenizer = run_dir.load_tokenizer(out)
     else:
-        if os.path.exists(config_path):
+        # Another worker's chief may already have written the config of this run.
+        if os.path.exists(config_path) and workers.chief:
             raise KblError(
                 f"{out}: already holds a run; continue it with --resume or "
                 "choose another --out"
             )
-        model_over, data_over, train_over = _split_overrides(options)
-        data_config = DataConfig(**data_over)
-        train_config = TrainConfig(**train_over)
-        if corpus is None:
-            corpus = [default_data.pretraining_corpus(log=log)]
-        files = expand_paths(corpus)
-        require_text(files, corpus_format)
-        if vocab is not None:
-            tokenizer = BertTokenizer(read_vocabulary(vocab), data_config.lowercase)
+        if records is not None:
+            manifest = prepared.read_manifest(records)
+            records = os.path.abspath(records)
+            if data_over:
+                raise KblError(
+                    f"{records}: prepared records fix the data options "
+                    f"({', '.join(sorted(data_over))} given); prepare them anew"
+                )
+            data_config = DataConfig.from_dict(manifest["data"], records)
+            tokenizer = BertTokenizer(
+                read_vocabulary(os.path.join(records, run_dir.VOCAB)),
+                data_config.lowercase,
+            )
+            files = None
         else:
-            log(
-                f"learning a {vocabulary_size}-token WordPiece vocabulary from "
-                f"{len(files)} file(s) ..."
+            data_config = DataConfig(**data_over)
+            if corpus is None:
+                corpus = [default_data.pretraining_corpus(log=log)]
+            files = expand_paths(corpus)
+            require_text(files, corpus_format)
+            tokenizer = corpus_tokenizer(
+                files, corpus_format, vocab, vocabulary_size, data_config.lowercase, log
             )
-            stats = CorpusStats()
-            tokens = learn_vocabulary(
-                (s for doc in read_documents(files, corpus_format, stats) for s in doc),
-                vocabulary_size,
-                lowercase=data_config.lowercase,
-            )
-            tokenizer = BertTokenizer(tokens, data_config.lowercase)
-            log(
-                f"vocabulary: {tokenizer.vocabulary_size} tokens from "
-                f"{stats.documents} documents, {stats.sentences} sentences"
-            )
-        if isinstance(model, BertConfig):
-            model_config = dataclasses.replace(model, **model_over)
-        elif os.path.isfile(str(model)):
-            from keras_bert_lite.io import read_json
-
-            model_config = BertConfig.from_dict(read_json(model), where=str(model))
-        else:
-            model_config = BertConfig.from_preset(
-                str(model), vocabulary_size=tokenizer.vocabulary_size, **model_over
-            )
-        if model_config.vocabulary_size != tokenizer.vocabulary_size:
-            raise KblError(
-                f"{model if isinstance(model, str) else 'model'}: vocabulary_size "
-                f"{model_config.vocabulary_size} does not match the vocabulary's "
-                f"{tokenizer.vocabulary_size} tokens ({vocab or 'learned'}); use a "
-                "vocabulary of that size or change the model's vocabulary_size"
-            )
+        model_config = _model_config(model, model_over, tokenizer, vocab)
         _check_seq_len(data_config, model_config)
+        if data_config.nsp and files is not None:
+            require_pairs(files, tokenizer, data_config, corpus_format)
         if train_config.steps is None and train_config.epochs is None:
             train_config.epochs = 1
         config = {
@@ -183,32 +200,45 @@ def pretrain(
             "model": model_config.to_dict(),
             "data": data_config.to_dict(),
             "train": train_config.to_dict(),
-            "corpus": [os.path.abspath(f) for f in files],
+            "corpus": [os.path.abspath(f) for f in files] if files else None,
             "corpus_format": corpus_format,
         }
-        os.makedirs(out, exist_ok=True)
-        tokenizer.save(out)
-        write_json(config_path, config)
+        if records is not None:
+            config["records"] = records
+        if workers.chief:
+            os.makedirs(out, exist_ok=True)
+            tokenizer.save(out)
+            write_json(config_path, config)
 
     _check_seq_len(data_config, model_config)
     # Deterministic weight initialisation and dropout for a given seed.
     keras.utils.set_random_seed(train_config.seed)
-    strategy = get_strategy(train_config.strategy)
     precision = resolve_precision(train_config.precision)
-    jit_compile = resolve_jit_compile(train_config.jit_compile, precision)
 
     batch = train_config.batch_size
+    accumulation = train_config.accumulation
+    micro_batch = batch // accumulation
+    replicas = strategy.num_replicas_in_sync
+    if micro_batch % replicas:
+        raise KblError(
+            f"batch size {batch} / accumulation {accumulation} = {micro_batch} "
+            f"examples per micro-batch cannot be split evenly over {replicas} "
+            "replicas; choose a batch size that can"
+        )
     if train_config.steps is not None:
         total_steps = train_config.steps
     else:
-        per_pass = count_instances(
-            files,
-            tokenizer,
-            data_config,
-            train_config.seed,
-            split="train",
-            corpus_format=corpus_format,
-        )
+        if records is not None:
+            per_pass = prepared.read_manifest(records)["examples"]
+        else:
+            per_pass = count_instances(
+                files,
+                tokenizer,
+                data_config,
+                train_config.seed,
+                split="train",
+                corpus_format=corpus_format,
+            )
         if per_pass < batch:
             raise KblError(
                 f"the corpus gives only {per_pass} training examples, fewer than "
@@ -216,55 +246,111 @@ def pretrain(
             )
         total_steps = train_config.epochs * (per_pass // batch)
     eval_every = train_config.eval_every or max(1, math.ceil(total_steps / 10))
+    steps_per_execution = train_config.steps_per_execution or (
+        # TPUs: many steps per host call, and a whole number of calls per epoch.
+        max(d for d in range(1, min(eval_every, 100) + 1) if eval_every % d == 0)
+        if kind == "tpu"
+        else 1
+    )
+    if eval_every % steps_per_execution:
+        raise KblError(
+            f"eval_every {eval_every} is not a multiple of steps_per_execution "
+            f"{steps_per_execution}"
+        )
     num_epochs = math.ceil(total_steps / eval_every)
+    jit_compile = resolve_jit_compile(
+        train_config.jit_compile, precision, strategy, total_steps
+    )
 
     checkpoint_dir = os.path.join(out, "checkpoints")
     initial_epoch = 0
     found = None
     if resume:  # what a killed run left half-written goes; the rest is whole
-        for directory in (out, checkpoint_dir):
-            remove_temporaries(directory)
+        if workers.chief:
+            for directory in (out, checkpoint_dir):
+                remove_temporaries(directory)
         found = latest_checkpoint(checkpoint_dir)
     if found:
         initial_epoch = found[1]["epoch"]
 
-    def dataset(split: str, repeat: bool):
+    # Where each worker's examples come from: its share of the files when there are
+    # enough files (each reads only those), else the whole corpus, of which the
+    # strategy hands each worker its slice of every global batch.
+    n_files = len(prepared.record_files(records) if records else files)
+    shard_by_file = workers.count > 1 and n_files >= workers.count
+
+    def dataset(split: str, repeat: bool, size: int, shard=None):
+        # Training batches have static shapes (XLA, TPUs). The held-out pass keeps
+        # its last partial batch, but not on several workers: that batch may not
+        # split over all of them, and a worker left without one would stall the rest.
+        drop_remainder = repeat or workers.count > 1
+        if records is not None:
+            names = prepared.record_files(records, split)
+            return prepared.records_dataset(
+                names,
+                data_config,
+                size,
+                seed=train_config.seed + initial_epoch,
+                repeat=repeat,
+                drop_remainder=drop_remainder,
+                shard=shard,
+            )
         return pretraining_dataset(
             files,
             tokenizer,
-            batch_size=batch,
+            batch_size=size,
             seed=train_config.seed,
             config=data_config,
             split=split,
             repeat=repeat,
-            drop_remainder=repeat,
+            drop_remainder=drop_remainder,
             corpus_format=corpus_format,
-            resume_pass=initial_epoch,
+            resume_pass=initial_epoch if repeat else 0,
+            shard=shard,
         )
 
-    train_ds = dataset("train", repeat=True)
-    held_out_ds = (
-        dataset("held_out", repeat=False) if data_config.held_out > 0 else None
-    )
-    # One pass counts the held-out batches: Keras then knows where evaluation ends
-    # (and an empty share is caught before training starts).
-    validation_steps = sum(1 for _ in held_out_ds) if held_out_ds is not None else 0
-    if held_out_ds is not None and validation_steps == 0:
-        log("note: no documents fell in the held-out share; skipping evaluation")
-        held_out_ds = None
+    if shard_by_file:
+
+        def worker_dataset(context):
+            return dataset(
+                "train",
+                True,
+                context.get_per_replica_batch_size(micro_batch),
+                (context.input_pipeline_id, context.num_input_pipelines),
+            )
+
+        train_ds = strategy.distribute_datasets_from_function(worker_dataset)
+    else:
+        train_ds = _data_sharded(dataset("train", True, micro_batch), workers)
+    held_out_ds = None
+    validation_steps = 0
+    if data_config.held_out > 0 and (
+        records is None or prepared.record_files(records, "held_out")
+    ):
+        held_out_ds = _data_sharded(dataset("held_out", False, micro_batch), workers)
+        # One pass counts the held-out batches: Keras then knows where evaluation
+        # ends (and an empty share is caught before training starts).
+        validation_steps = sum(1 for _ in dataset("held_out", False, micro_batch))
+        if validation_steps < workers.count:
+            log("note: no documents fell in the held-out share; skipping evaluation")
+            held_out_ds = None
 
     with strategy.scope():
         model = run_dir.build_model(config, dtype=precision)
         model.compile(
-            optimizer=adamw(
+            optimizer=bert_optimizer(
                 train_config.learning_rate,
                 total_steps,
                 train_config.warmup,
                 train_config.weight_decay,
                 train_config.clipnorm,
+                optimizer=train_config.optimizer,
+                accumulation=accumulation,
             ),
             jit_compile=jit_compile,
+            steps_per_execution=steps_per_execution,
         )
+        fit_under(model, strategy, train_ds.element_spec)
         if found:
             model.optimizer.build(model.trainable_variables)
             model.load_weights(found[0])
@@ -273,23 +359,27 @@ def pretrain(
                 f"epoch {initial_epoch})"
             )
 
-    throughput = Throughput(batch * data_config.seq_len)
-    callbacks = [
-        StopOnNonFinite(checkpoint_dir),
-        StopAtStep(total_steps),
-        throughput,
-        # The history row before the checkpoint: a crash between the two repeats
-        # the epoch, whose row HistoryCSV then replaces.
-        HistoryCSV(os.path.join(out, "history.csv"), keep_before=initial_epoch),
-        keras.callbacks.TensorBoard(os.path.join(out, "tensorboard"), update_freq=100),
-        RunCheckpoint(checkpoint_dir),
-    ]
+    throughput = Throughput(micro_batch * data_config.seq_len)
+    callbacks = [StopOnNonFinite(checkpoint_dir), StopAtStep(total_steps), throughput]
+    if workers.chief:  # the others compute the same and write nothing
+        callbacks += [
+            # The history row before the checkpoint: a crash between the two repeats
+            # the epoch, whose row HistoryCSV then replaces.
+            HistoryCSV(os.path.join(out, "history.csv"), keep_before=initial_epoch),
+            keras.callbacks.TensorBoard(
+                os.path.join(out, "tensorboard"), update_freq=100
+            ),
+            RunCheckpoint(checkpoint_dir),
+        ]
     log(
         f"pretraining {model_config.num_layers}x{model_config.hidden_dim} BERT "
         f"({model.count_params():,} parameters), precision {precision}, "
-        f"XLA {jit_compile}, "
-        f"strategy {train_config.strategy}, {total_steps} steps of {batch} x "
-        f"{data_config.seq_len} tokens, evaluation every {eval_every} steps -> {out}"
+        f"XLA {jit_compile}, strategy {kind} ({replicas} replica(s)"
+        + (f", worker {workers.index} of {workers.count}" if workers.count > 1 else "")
+        + f"), {train_config.optimizer}, {total_steps} steps of {batch} x "
+        f"{data_config.seq_len} tokens"
+        + (f" in {accumulation} micro-batches" if accumulation > 1 else "")
+        + f", evaluation every {eval_every} steps -> {out}"
     )
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
@@ -298,7 +388,7 @@ def pretrain(
         history = model.fit(
             train_ds,
             epochs=num_epochs,
-            steps_per_epoch=eval_every,
+            steps_per_epoch=eval_every * accumulation,
             initial_epoch=initial_epoch,
             validation_data=held_out_ds,
             validation_steps=validation_steps or None,
@@ -307,26 +397,31 @@ def pretrain(
             shuffle=False,
         ).history
 
-    from keras_bert_lite.io import atomic_path
-
-    with atomic_path(os.path.join(out, run_dir.WEIGHTS), suffix=".weights.h5") as tmp:
-        model.save_weights(tmp)
     steps = int(model.optimizer.iterations.numpy())
     metrics = {k: float(v[-1]) for k, v in history.items()}
+    # Tokens/s of the whole run: a step is `accumulation` micro-batches.
     result = PretrainResult(
         out, steps, metrics, throughput.tokens_per_second(), time.time() - started
     )
-    write_json(
-        os.path.join(out, "metrics.json"),
-        {
-            "steps": steps,
-            "metrics": metrics,
-            "precision": precision,
-            "xla": jit_compile,
-            "tokens_per_second": result.tokens_per_second,
-            "seconds": result.seconds,
-        },
-    )
+    if workers.chief:
+        with atomic_path(
+            os.path.join(out, run_dir.WEIGHTS), suffix=".weights.h5"
+        ) as tmp:
+            model.save_weights(tmp)
+        write_json(
+            os.path.join(out, "metrics.json"),
+            {
+                "steps": steps,
+                "metrics": metrics,
+                "precision": precision,
+                "xla": jit_compile,
+                "strategy": kind,
+                "replicas": replicas,
+                "workers": workers.count,
+                "tokens_per_second": result.tokens_per_second,
+                "seconds": result.seconds,
+            },
+        )
     log(
         f"done: {steps} steps in {result.seconds:.0f}s, "
         f"{result.tokens_per_second:,.0f} tokens/s; "
@@ -335,3 +430,47 @@ def pretrain(
         )
     )
     return result
+
+
+def _train_section(config: dict, config_path: str) -> TrainConfig:
+    if "train" not in config:
+        raise KblError(f"{config_path}: the 'train' section is missing")
+    return TrainConfig.from_dict(config["train"], f"{config_path}: train")
+
+
+def _model_config(model, overrides: dict, tokenizer, vocab) -> BertConfig:
+    """The architecture: a preset, a config.json or a `BertConfig`, checked
+    against the vocabulary."""
+    if isinstance(model, BertConfig):
+        config = dataclasses.replace(model, **overrides)
+    elif os.path.isfile(str(model)):
+        from keras_bert_lite.io import read_json
+
+        config = BertConfig.from_dict(read_json(model), where=str(model))
+    else:
+        config = BertConfig.from_preset(
+            str(model), vocabulary_size=tokenizer.vocabulary_size, **overrides
+        )
+    if config.vocabulary_size != tokenizer.vocabulary_size:
+        raise KblError(
+            f"{model if isinstance(model, str) else 'model'}: vocabulary_size "
+            f"{config.vocabulary_size} does not match the vocabulary's "
+            f"{tokenizer.vocabulary_size} tokens ({vocab or 'learned'}); use a "
+            "vocabulary of that size or change the model's vocabulary_size"
+        )
+    return config
+
+
+def _data_sharded(dataset, workers):
+    """Every worker builds the same global stream; the strategy gives each its
+    slice of every batch (tf.data's DATA auto-sharding, said explicitly: the
+    corpus is read by a Python generator, which FILE sharding cannot split)."""
+    if workers.count == 1:
+        return dataset
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA
+    )
+    return dataset.with_options(options)

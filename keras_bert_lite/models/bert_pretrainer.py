@@ -8,6 +8,7 @@ from keras import ops
 
 from keras_bert_lite.layers import MaskedLMHead
 from keras_bert_lite.models.bert_backbone import BertBackbone
+from keras_bert_lite.models.losses import weighted_mean
 
 
 @keras.saving.register_keras_serializable(package="keras_bert_lite")
@@ -83,23 +84,21 @@ class BertPretrainer(keras.Model):
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
-        weights = ops.cast(sample_weight["mask_weights"], "float32")  # (B, P)
         per_slot = keras.losses.sparse_categorical_crossentropy(
             y["mask_ids"], y_pred["mlm_logits"], from_logits=True
         )  # (B, P)
-        # Average over the slots in use, not over B*P: unused slots must not dilute it.
-        slots = ops.sum(weights)
-        mlm_loss = ops.sum(per_slot * weights) / ops.maximum(slots, 1.0)
+        # Averaged over the slots in use (mask_weights), never over B*P: unused slots
+        # must not dilute it. Exact under a strategy too (see `weighted_mean`).
+        loss, mlm_loss, slots = weighted_mean(per_slot, sample_weight["mask_weights"])
         # Weighted by slots, so the reported loss is per predicted token over a whole
         # evaluation (and an empty batch counts for nothing).
         self.mlm_loss_tracker.update_state(mlm_loss, sample_weight=slots)
-        loss = mlm_loss
         if self.nsp:
             per_example = keras.losses.sparse_categorical_crossentropy(
                 y["nsp_labels"], y_pred["nsp_logits"], from_logits=True
             )  # (B,)
             self.nsp_loss_tracker.update_state(per_example)
-            loss = loss + ops.mean(per_example)
+            loss = loss + weighted_mean(per_example, ops.ones_like(per_example))[0]
         return loss
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):

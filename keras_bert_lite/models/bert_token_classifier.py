@@ -8,6 +8,7 @@ from keras import ops
 
 from keras_bert_lite.layers.crf import CRF
 from keras_bert_lite.models.bert_backbone import BertBackbone
+from keras_bert_lite.models.losses import weighted_mean
 from keras_bert_lite.models.task_model import TaskModel
 
 
@@ -89,12 +90,12 @@ class BertTokenClassifier(TaskModel):
         else:
             weights = ops.ones_like(ops.cast(labels, "float32"))
         per_row = self.crf_layer.negative_log_likelihood(logits, labels, weights)
-        rows = ops.sum(ops.cast(ops.sum(weights, axis=1) > 0, "float32"))
-        loss = ops.sum(per_row) / ops.maximum(rows, 1.0)
+        # Averaged over the rows with a labelled word, across replicas too.
+        share, loss, rows = weighted_mean(per_row, ops.sum(weights, axis=1) > 0)
         hit = ops.cast(ops.argmax(logits, -1) == ops.cast(labels, "int32"), "float32")
         total = ops.maximum(ops.sum(weights), 1.0)
         self.task_loss.update_state(loss, sample_weight=rows)
         self.task_accuracy.update_state(
             ops.sum(hit * weights) / total, sample_weight=ops.sum(weights)
         )
-        return loss
+        return share

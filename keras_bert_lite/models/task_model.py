@@ -4,6 +4,8 @@ labels (so padding and the non-first pieces of a word never count)."""
 import keras
 from keras import ops
 
+from keras_bert_lite.models.losses import weighted_mean
+
 
 class TaskModel(keras.Model):
     """Base for task models: subclasses build their functional graph and set
@@ -71,13 +73,13 @@ class TaskModel(keras.Model):
             weights = ops.cast(sample_weight["label_weights"], "float32")
         else:
             weights = ops.ones_like(loss)
-        total = ops.maximum(ops.sum(weights), 1.0)
-        mean_loss = ops.sum(loss * weights) / total
-        self.task_loss.update_state(mean_loss, sample_weight=ops.sum(weights))
+        # Exact under a strategy too (see `weighted_mean`).
+        share, mean_loss, total = weighted_mean(loss, weights)
+        self.task_loss.update_state(mean_loss, sample_weight=total)
         self.task_accuracy.update_state(
-            ops.sum(hit * weights) / total, sample_weight=ops.sum(weights)
+            ops.sum(hit * weights) / ops.maximum(total, 1.0), sample_weight=total
         )
-        return mean_loss
+        return share
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         return self.get_metrics_result()
