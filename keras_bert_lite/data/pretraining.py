@@ -438,8 +438,7 @@ def pretraining_dataset(
 
     def instances():
         end = 1 << 62 if repeat else resume_pass + 1
-        passes = range(resume_pass, end)
-        for pass_index in passes:
+        for pass_index in range(resume_pass, end):
             rng = random.Random(f"{stream}:{pass_index}")
             builder = InstanceBuilder(
                 config.seq_len,
@@ -448,33 +447,80 @@ def pretraining_dataset(
                 config.nsp,
                 config.document_pool,
             )
-            for a, b, label in builder(documents()):
-                yield np.asarray(a, np.int32), np.asarray(b, np.int32), label
+            yield from builder(documents())
+
+    def batches():
+        # Shuffled and batched here, not by tf.data: an element per instance cost
+        # more than all the rest of the pipeline (tf.data's per-element overhead
+        # held it to about 270k tokens/s); a batch is one element of flat ids and
+        # row lengths. The buffer is seeded, so the stream repeats for a seed.
+        shuffle = random.Random(f"{stream}:{resume_pass}:shuffle")
+        buffer: list[tuple] = []
+        batch: list[tuple] = []
+        stream_of = iter(instances())
+        while True:
+            item = next(stream_of, None)
+            if item is not None and shuffle_buffer:
+                buffer.append(item)
+                if len(buffer) < shuffle_buffer:
+                    continue
+            if shuffle_buffer and buffer:
+                k = shuffle.randrange(len(buffer))
+                buffer[k], buffer[-1] = buffer[-1], buffer[k]
+                item = buffer.pop()
+            if item is None:
+                break
+            batch.append(item)
+            if len(batch) == batch_size:
+                yield _flat_batch(batch)
+                batch = []
+        if batch and not drop_remainder:
+            yield _flat_batch(batch)
 
     ds = tf.data.Dataset.from_generator(
-        instances,
+        batches,
         output_signature=(
-            tf.TensorSpec([None], tf.int32),
-            tf.TensorSpec([None], tf.int32),
-            tf.TensorSpec([], tf.int32),
+            tf.TensorSpec([None], tf.int32),  # A's ids, all rows
+            tf.TensorSpec([None], tf.int32),  # A's row lengths
+            tf.TensorSpec([None], tf.int32),  # B's ids
+            tf.TensorSpec([None], tf.int32),  # B's row lengths
+            tf.TensorSpec([None], tf.int32),  # NSP labels
         ),
+    )
+    ds = ds.map(
+        lambda a, a_lengths, b, b_lengths, labels: (
+            tf.RaggedTensor.from_row_lengths(a, a_lengths),
+            tf.RaggedTensor.from_row_lengths(b, b_lengths),
+            labels,
+        )
     )
     draw_seed = seed + 7919 * resume_pass
     if shard is not None:
         draw_seed += 104_729 * (shard[0] + 1)
-    # Shuffling and masking take their op-level seeds from the global seed when the
-    # pipeline is built, so set it first: every call with the same seed then builds
-    # the same stream, whatever ran before in the process.
+    # Masking takes its op-level seed from the global seed when the pipeline is
+    # built, so set it first: every call with the same seed then builds the same
+    # stream, whatever ran before in the process.
     tf.random.set_seed(draw_seed)
-    if shuffle_buffer:
-        ds = ds.shuffle(shuffle_buffer, seed=draw_seed, reshuffle_each_iteration=True)
-    ds = ds.ragged_batch(batch_size, drop_remainder=drop_remainder)
     # Masking runs one batch at a time: parallel calls would share the random state in
     # a nondeterministic order.
     ds = ds.map(_masker(tokenizer, config))
     if drop_remainder:
         ds = ds.map(_static_shapes(batch_size, config))
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _flat_batch(batch: list[tuple]) -> tuple:
+    """(A ids, A lengths, B ids, B lengths, labels) of a list of instances."""
+    a_lengths = np.fromiter((len(a) for a, _, _ in batch), np.int32, len(batch))
+    b_lengths = np.fromiter((len(b) for _, b, _ in batch), np.int32, len(batch))
+    a = np.fromiter(
+        (t for a, _, _ in batch for t in a), np.int32, int(a_lengths.sum())
+    )
+    b = np.fromiter(
+        (t for _, b, _ in batch for t in b), np.int32, int(b_lengths.sum())
+    )
+    labels = np.fromiter((label for _, _, label in batch), np.int32, len(batch))
+    return a, a_lengths, b, b_lengths, labels
 
 
 def _static_shapes(batch_size: int, config: DataConfig):
