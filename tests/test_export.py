@@ -213,6 +213,48 @@ def test_float32_exports_match_keras(exported, keras_outputs):
     assert served["labels"].numpy().tolist() == [[b"neg", b"pos"]] * len(AWKWARD)
 
 
+def test_classifiers_pack_to_the_longest_row_with_the_same_probabilities(
+    exported, keras_outputs
+):
+    """Serving packs a batch to its longest row, not to seq_len: one short text
+    alone (a few positions) and the same text beside a full-length one must give
+    the probabilities Keras gives at seq_len, and `token_ids` keeps [B, seq_len]."""
+    import tensorflow as tf
+    from keras_bert_lite.export import text_graph
+
+    from keras_bert_lite import run as run_dir
+
+    run, out = exported
+    _, reference = keras_outputs
+    expected = reference["probabilities"]
+    tokenizer = run_dir.load_tokenizer(run)
+    short = ["the plot", "Loved it 😀👍🏽!!"]
+    fixed = text_graph.encode_single(tokenizer, tf.constant(short), 64)
+    fitted = text_graph.encode_single(tokenizer, tf.constant(short), 64, fit=True)
+    width = int(fixed["padding_mask"].numpy().sum(-1).max())
+    for key in ("token_ids", "segment_ids", "padding_mask"):
+        assert fitted[key].shape == (2, width), key
+        np.testing.assert_array_equal(fitted[key], fixed[key][:, :width], key)
+    empty = text_graph.encode_single(
+        tokenizer, tf.constant([], tf.string), 64, fit=True
+    )
+    assert empty["token_ids"].shape == (0, 2)
+
+    loaded = tf.saved_model.load(os.path.join(out, "saved_model", "1"))
+    runner = _tflite_runner(os.path.join(out, "model.tflite"))
+    for i, text in enumerate(AWKWARD):
+        served = loaded.signatures["serving_default"](text=tf.constant([text]))
+        lite = runner(text=_strings([text]))
+        assert lite["token_ids"].shape == (1, 32)
+        for name, got in (
+            ("saved_model", served["probabilities"].numpy()),
+            ("tflite", lite["probabilities"]),
+        ):
+            np.testing.assert_allclose(
+                got[0], expected[i], rtol=0, atol=1e-4, err_msg=f"{name} {text[:20]!r}"
+            )
+
+
 def test_float16_tflite_is_close_to_keras(exported, keras_outputs):
     _, out = exported
     _, reference = keras_outputs

@@ -90,7 +90,9 @@ class TransformerEncoder(keras.layers.Layer):
         )
         query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, T, N, H)
         # Padding keys get no attention: (B, 1, 1, T) broadcasts over heads and queries.
-        mask = ops.cast(padding_mask, "bool")[:, None, None, :]
+        # A reshape, not `[:, None, None, :]`: the TFLite converter cannot lower that
+        # strided slice when both batch and length are dynamic (raw-text exports).
+        mask = ops.reshape(ops.cast(padding_mask, "bool"), (batch, 1, 1, length))
         attended = ops.dot_product_attention(query, key, value, mask=mask)  # (B,T,N,H)
         attended = ops.reshape(
             attended, (batch, length, self.num_heads * self.head_dim)
