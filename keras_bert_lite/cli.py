@@ -71,6 +71,13 @@ def _add_training_options(p: argparse.ArgumentParser, pretraining: bool) -> None
             "(default: a tenth of the run)",
         )
         p.add_argument(
+            "--eval-batches",
+            type=int,
+            default=100,
+            help="held-out batches per evaluation; 0 evaluates the whole held-out "
+            "share (default 100)",
+        )
+        p.add_argument(
             "--learning-rate",
             type=float,
             default=1e-3,
@@ -201,6 +208,12 @@ def _cmd_vocab(args) -> dict:
     return result
 
 
+def _eval_batches(value: int) -> int | None:
+    if value < 0:
+        raise KblError(f"--eval-batches must be 0 (all) or more, got {value}")
+    return value or None
+
+
 def _cmd_pretrain(args) -> dict:
     from keras_bert_lite.training import pretrain
 
@@ -209,6 +222,7 @@ def _cmd_pretrain(args) -> dict:
         steps=args.steps,
         epochs=args.epochs,
         eval_every=args.eval_every,
+        eval_batches=_eval_batches(args.eval_batches),
         learning_rate=args.learning_rate,
         precision=args.precision,
         strategy=args.strategy,

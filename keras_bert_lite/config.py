@@ -149,6 +149,10 @@ class TrainConfig:
     steps: int | None = None  # total optimizer steps; or give epochs
     epochs: int | None = None  # passes over the training documents
     eval_every: int | None = None  # steps between held-out evaluations and checkpoints
+    # Held-out batches per evaluation (None: the whole held-out share). Capped by
+    # default, as BERT's max_eval_steps: a corpus of any size evaluates in bounded
+    # time, and counting the batches reads only as far as the cap.
+    eval_batches: int | None = 100
     learning_rate: float = 1e-3  # peak learning rate, after warm-up
     warmup: float = 0.1  # share of the steps spent warming up linearly from 0
     weight_decay: float = 0.01  # decoupled decay; LayerNorm and biases are exempt
@@ -169,7 +173,13 @@ class TrainConfig:
                 f"train config: batch_size must be a positive integer, got "
                 f"{self.batch_size!r}"
             )
-        for name in ("steps", "epochs", "eval_every", "steps_per_execution"):
+        for name in (
+            "steps",
+            "epochs",
+            "eval_every",
+            "eval_batches",
+            "steps_per_execution",
+        ):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise KblError(

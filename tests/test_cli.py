@@ -73,9 +73,13 @@ def test_vocab_then_tiny_pretraining_then_resume(corpus, tmp_path):
         "4",
         "--held-out",
         "0.2",
+        "--eval-batches",
+        "2",
     ]
     done = kbl(*args)
     assert done.returncode == 0, done.stderr
+    # A fifth of 40 documents holds more than two batches: evaluation is capped.
+    assert "held-out: 2 batches per evaluation (the --eval-batches cap)" in done.stdout
     for name in (
         "config.json",
         "vocab.txt",

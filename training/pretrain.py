@@ -327,13 +327,20 @@ def pretrain(
     if data_config.held_out > 0 and (
         records is None or prepared.record_files(records, "held_out")
     ):
-        held_out_ds = _data_sharded(dataset("held_out", False, micro_batch), workers)
-        # One pass counts the held-out batches: Keras then knows where evaluation
-        # ends (and an empty share is caught before training starts).
-        validation_steps = sum(1 for _ in dataset("held_out", False, micro_batch))
+        held_out = dataset("held_out", False, micro_batch)
+        cap = train_config.eval_batches
+        if cap is not None:
+            held_out = held_out.take(cap)
+        held_out_ds = _data_sharded(held_out, workers)
+        # Counting the held-out batches (as far as the cap) tells Keras where
+        # evaluation ends, and an empty share is caught before training starts.
+        validation_steps = sum(1 for _ in held_out)
         if validation_steps < workers.count:
             log("note: no documents fell in the held-out share; skipping evaluation")
             held_out_ds = None
+        else:
+            capped = " (the --eval-batches cap)" if validation_steps == cap else ""
+            log(f"held-out: {validation_steps} batches per evaluation{capped}")
 
     with strategy.scope():
         model = run_dir.build_model(config, dtype=precision)

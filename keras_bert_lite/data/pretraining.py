@@ -513,12 +513,8 @@ def _flat_batch(batch: list[tuple]) -> tuple:
     """(A ids, A lengths, B ids, B lengths, labels) of a list of instances."""
     a_lengths = np.fromiter((len(a) for a, _, _ in batch), np.int32, len(batch))
     b_lengths = np.fromiter((len(b) for _, b, _ in batch), np.int32, len(batch))
-    a = np.fromiter(
-        (t for a, _, _ in batch for t in a), np.int32, int(a_lengths.sum())
-    )
-    b = np.fromiter(
-        (t for _, b, _ in batch for t in b), np.int32, int(b_lengths.sum())
-    )
+    a = np.fromiter((t for a, _, _ in batch for t in a), np.int32, int(a_lengths.sum()))
+    b = np.fromiter((t for _, b, _ in batch for t in b), np.int32, int(b_lengths.sum()))
     labels = np.fromiter((label for _, _, label in batch), np.int32, len(batch))
     return a, a_lengths, b, b_lengths, labels
 
