@@ -76,6 +76,7 @@ SIZES: dict[str, dict[str, int]] = {
     "small": dict(num_layers=4, hidden_dim=512, num_heads=8, intermediate_dim=2048),
 }
 FRAMEWORKS = ("ours", "keras_hub", "pytorch")
+BF16_UNITS = {"avx512_bf16", "amx_bf16"}  # CPU flags of native bfloat16 matmuls
 
 NOTES = [
     "tokens = batch x seq_len per optimizer step (padding included)",
@@ -137,7 +138,7 @@ def skipped(size: str, setting: Setting, info: dict[str, Any]) -> str | None:
     AVX512-BF16, no AMX) bfloat16 is emulated: it is measured on `mini`, where it
     loses to float32 several times over, and not repeated on the larger sizes, where
     a step would take minutes."""
-    units = {"avx512_bf16", "amx_bf16"} & set(info.get("flags", []))
+    units = BF16_UNITS & set(info.get("flags", []))
     if size != "mini" and "bfloat16" in setting.precision and not units:
         return "no bfloat16 units on this CPU; measured on mini only"
     return None
@@ -255,12 +256,19 @@ def worker_peak_tensorflow(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def worker_peak_torch(spec: dict[str, Any]) -> dict[str, Any]:
-    """torch's 2048^3 matmul GFLOP/s in float32 and bfloat16, on 2 threads."""
+    """torch's 2048^3 matmul GFLOP/s in float32 and bfloat16, on 2 threads. On a
+    CPU without bfloat16 units torch's bfloat16 matmul takes minutes (measured:
+    over 300 s for the timed calls), so only float32 is measured there."""
     import torch
 
     torch.set_num_threads(spec["threads"])
     out: dict[str, Any] = {"threads": torch.get_num_threads()}
-    for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+    dtypes = [("float32", torch.float32)]
+    if spec["bf16_units"]:
+        dtypes.append(("bfloat16", torch.bfloat16))
+    else:
+        out["bfloat16_skipped"] = "no bfloat16 units on this CPU"
+    for name, dtype in dtypes:
         a = torch.randn(MATMUL_N, MATMUL_N, dtype=dtype)
         b = torch.randn(MATMUL_N, MATMUL_N, dtype=dtype)
         with torch.no_grad():
@@ -789,8 +797,14 @@ def benchmark(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print("measuring the matmul peak ...", flush=True)
         reps = 5 if args.quick else 15
         peak_tf = spawn({"task": "peak_tensorflow", "reps": reps}, timeout, work)
+        flags = set(report["machine"].get("flags", []))
         peak_torch = spawn(
-            {"task": "peak_torch", "reps": reps, "threads": args.threads},
+            {
+                "task": "peak_torch",
+                "reps": reps,
+                "threads": args.threads,
+                "bf16_units": bool(BF16_UNITS & flags),
+            },
             timeout,
             work,
         )
