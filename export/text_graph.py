@@ -178,11 +178,11 @@ def encode_pair(tokenizer, texts, pairs, seq_len: int, fit: bool = False) -> dic
     return _pack(a, keep_a, b, keep_b, seq_len, fit)
 
 
-def pad_positions(values, seq_len: int, fill: int = 0):
-    """[B, T] -> [B, seq_len]: a fitted batch's per-position output padded back to
+def pad_positions(token_ids, seq_len: int):
+    """[B, T] -> [B, seq_len]: a fitted batch's token ids padded with [PAD] back to
     the export's fixed width (its documented shape)."""
-    width = seq_len - tf.shape(values)[1]
-    padded = tf.pad(values, [[0, 0], [0, width]], constant_values=fill)
+    width = seq_len - tf.shape(token_ids)[1]
+    padded = tf.pad(token_ids, [[0, 0], [0, width]], constant_values=PAD_ID)
     return tf.reshape(padded, [-1, seq_len])
 
 

@@ -63,12 +63,12 @@ def _text_function(source: ExportSource):
     def outputs_of(features, extra):
         outputs = model({k: features[k] for k in ID_INPUTS}, training=False)
         result = {k: tf.cast(outputs[k], tf.float32) for k in source.output_names}
+        result.update({k: features[k] for k in extra})
         # Classifiers pack to the batch's longest row (fit=True): the same
         # probabilities, several times faster for short texts. `token_ids` keeps
-        # its documented [B, seq_len] shape.
-        result.update(
-            {k: text_graph.pad_positions(features[k], seq_len) for k in extra}
-        )
+        # its documented [B, seq_len] shape (tagging and QA are packed to seq_len
+        # already, and their offsets would need -1, not [PAD], as padding).
+        result["token_ids"] = text_graph.pad_positions(result["token_ids"], seq_len)
         return result
 
     if source.task == "qa":
