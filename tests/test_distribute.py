@@ -122,6 +122,8 @@ def _run_until_first_checkpoint_then_resume(commands, run, logs) -> None:
         assert p.wait(timeout=300) == 0, "a resumed worker failed"
 
 
+# Slow (~150 s on 2 cores: four worker processes).
+@pytest.mark.slow
 def test_two_workers_train_checkpoint_resume_and_match_one_worker(setup, tmp_path):
     """MultiWorkerMirroredStrategy with two processes on 127.0.0.1: the chief
     alone writes the run; both are killed after the first checkpoint and resume;
@@ -177,6 +179,8 @@ def test_two_workers_read_disjoint_files(setup, tmp_path):
         _shard_files(str(parts), (0, 4))
 
 
+# Slow (~75 s on 2 cores: two fresh interpreters).
+@pytest.mark.slow
 def test_mirrored_over_two_cpu_devices_matches_the_default_strategy(setup, tmp_path):
     """The same global batch split over two replicas gives the same losses and
     weights as one replica (the loss is a share of the global mean, and the
@@ -244,6 +248,8 @@ def test_tpu_input_contract_dense_int32_static_shapes(setup, sotu_tokenizer, tmp
         assert inputs["token_ids"].shape == (8, 32)
 
 
+# Slow (~30 s on 2 cores).
+@pytest.mark.slow
 def test_prepared_records_hold_the_pipeline_examples_and_train(setup, sotu_tokenizer,
                                                               tmp_path):  # fmt: skip
     """`kbl prepare` writes each pass of the dynamic pipeline (new masks per pass),
@@ -324,6 +330,8 @@ def _one_step_weights(setup, batch, accumulation: int):
     return model, before, model.get_weights()
 
 
+# Slow (~30 s on 2 cores).
+@pytest.mark.slow
 def test_gradient_accumulation_makes_one_step_of_the_whole_batch(setup, sotu_tokenizer):
     """Two micro-batches of 4 take one optimizer step, as one batch of 8 does: the
     same learning rate, and weights moved alike (the first Adam step is nearly
@@ -383,6 +391,8 @@ def test_lamb_step_matches_the_paper_by_hand():
     )
 
 
+# Slow (~45 s on 2 cores; bfloat16 is emulated on CPUs without bfloat16 units).
+@pytest.mark.slow
 def test_bfloat16_and_float32_training_losses_agree(setup, tmp_path):
     """mixed_bfloat16 keeps softmax, LayerNorm and the losses in float32: over a
     short run its losses stay within a few percent of float32's."""

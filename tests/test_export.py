@@ -473,6 +473,9 @@ def test_predict_from_every_exported_format_matches_the_run(exported, capsys):
     assert "nope.tflite" in capsys.readouterr().err
 
 
+# Slow (~5 minutes on 2 cores): a real-sized vocabulary, fine-tuning and every
+# export; the float parity tests above cover the same code on a tiny run.
+@pytest.mark.slow
 def test_every_format_on_the_sentiment_dev_set(tmp_path):
     """The real dev set: float32 formats within 1e-4 of Keras, float16 within 1e-2,
     and full int8 moves dev accuracy by at most one point."""

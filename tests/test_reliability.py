@@ -396,7 +396,11 @@ def _one_megabyte_line(punctuated: bool) -> str:
     return "".join(text)[:1_000_000]
 
 
-@pytest.mark.parametrize("punctuated", [True, False], ids=["sentences", "no-stops"])
+@pytest.mark.parametrize(
+    "punctuated",
+    [True, pytest.param(False, marks=pytest.mark.slow)],  # ~25 s each on 2 cores
+    ids=["sentences", "no-stops"],
+)
 def test_a_one_megabyte_line_trains_and_is_used_to_its_end(
     punctuated, tmp_path, capsys
 ):
