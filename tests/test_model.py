@@ -205,3 +205,45 @@ print("ok", loss)
         timeout=300,
     )
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_pretraining_learns_a_task_that_only_context_solves(tmp_path):
+    """End to end from raw text: each sentence counts through 200 made-up words from
+    a random start, so a masked word is known only from its neighbours (word
+    frequencies give about 7%: the full stop). A broken position embedding,
+    attention mask, masking or label alignment keeps the model near that; a
+    working tiny BERT passes 0.6 held-out MLM accuracy within 1,200 steps (0.89
+    measured at lr 1e-3; at lr 1e-4 it was still at 0.16 after 1,500 steps).
+    About 3 minutes on 2 cores."""
+    import random
+
+    from keras_bert_lite.training import pretrain
+
+    from keras_bert_lite.text import SPECIAL_TOKENS
+
+    rng = random.Random(0)
+    words = [f"w{chr(97 + i // 26)}{chr(97 + i % 26)}" for i in range(200)]
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join([*SPECIAL_TOKENS, ".", *words]) + "\n")
+    lines = []
+    for _ in range(400):  # documents of 8 sentences
+        for _ in range(8):
+            start, n = rng.randrange(200), rng.randrange(8, 20)
+            lines.append(" ".join(words[(start + k) % 200] for k in range(n)) + " .")
+        lines.append("")
+    corpus = tmp_path / "count.txt"
+    corpus.write_text("\n".join(lines) + "\n")
+    result = pretrain(
+        str(corpus),
+        str(tmp_path / "run"),
+        vocab=str(vocab),
+        model="tiny",
+        seq_len=64,
+        steps=1200,
+        eval_every=600,
+        learning_rate=1e-3,
+        log=lambda s: None,
+        verbose=0,
+    )
+    assert result.metrics["val_mlm_accuracy"] > 0.6, result.metrics
