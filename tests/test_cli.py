@@ -117,8 +117,9 @@ def test_vocab_then_tiny_pretraining_then_resume(corpus, tmp_path):
     assert model.backbone.vocabulary_size == tokenizer.vocabulary_size == len(tokens)
 
 
-# Slow (~60 s on 2 cores): the resume path is also in the test above, by SIGKILL in
-# test_crash_resume.
+# Slow (~60 s on 2 cores). In the default run, test_reliability resumes a run
+# mid-way from its last good checkpoint and checks that repeated epochs' history
+# rows are replaced; test_crash_resume (slow) kills one with SIGKILL.
 @pytest.mark.slow
 def test_resume_continues_an_interrupted_run(corpus, tmp_path):
     run = tmp_path / "run"

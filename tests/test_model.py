@@ -215,7 +215,7 @@ def test_pretraining_learns_a_task_that_only_context_solves(tmp_path):
     attention mask, masking or label alignment keeps the model near that; a
     working tiny BERT passes 0.6 held-out MLM accuracy within 1,200 steps (0.89
     measured at lr 1e-3; at lr 1e-4 it was still at 0.16 after 1,500 steps).
-    About 3 minutes on 2 cores."""
+    About 4 minutes on 2 cores."""
     import random
 
     from keras_bert_lite.training import pretrain
