@@ -84,6 +84,12 @@ def _add_training_options(p: argparse.ArgumentParser, pretraining: bool) -> None
             help="peak learning rate after warm-up (default 1e-3)",
         )
         p.add_argument(
+            "--warmup",
+            type=float,
+            default=0.1,
+            help="share of the steps spent warming up from 0 (default 0.1)",
+        )
+        p.add_argument(
             "--optimizer",
             default="adamw",
             choices=["adamw", "lamb"],
@@ -224,6 +230,7 @@ def _cmd_pretrain(args) -> dict:
         eval_every=args.eval_every,
         eval_batches=_eval_batches(args.eval_batches),
         learning_rate=args.learning_rate,
+        warmup=args.warmup,
         precision=args.precision,
         strategy=args.strategy,
         optimizer=args.optimizer,

@@ -75,6 +75,8 @@ def test_vocab_then_tiny_pretraining_then_resume(corpus, tmp_path):
         "0.2",
         "--eval-batches",
         "2",
+        "--warmup",
+        "0.25",
     ]
     done = kbl(*args)
     assert done.returncode == 0, done.stderr
@@ -101,6 +103,7 @@ def test_vocab_then_tiny_pretraining_then_resume(corpus, tmp_path):
         "val_nsp_accuracy",
     } <= set(rows[0])
     assert json.loads((run / "metrics.json").read_text())["steps"] == 12
+    assert json.loads((run / "config.json").read_text())["train"]["warmup"] == 0.25
 
     # A second start on the same directory is refused; --resume of a finished run
     # keeps its steps.
@@ -187,3 +190,5 @@ def test_bad_corpus_exits_2_with_one_line(tmp_path, case):
 def test_bad_arguments_exit_2():
     done = kbl("pretrain", "--out", "x", "--batch-size", "0")
     assert done.returncode == 2 and "must be at least 1" in done.stderr
+    done = kbl("pretrain", "--out", "x", "--warmup", "1.5")
+    assert done.returncode == 2 and "warmup must be a share" in done.stderr
