@@ -422,6 +422,7 @@ def _cmd_finetune(args) -> dict:
         max_query_len=args.max_query_len,
         max_train=args.max_train,
         crf=args.crf,
+        backbone_dropout=args.backbone_dropout,
         seed=args.seed,
         resume=args.resume,
         precision=args.precision,
@@ -687,6 +688,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--crf",
         action="store_true",
         help="tagging: a CRF layer on the tag scores (learned transitions)",
+    )
+    p.add_argument(
+        "--backbone-dropout",
+        type=float,
+        help="the encoder's dropout while fine-tuning (default: the model's; 0.1 "
+        "suits a run pretrained without dropout)",
     )
     p.add_argument(
         "--max-train",

@@ -178,11 +178,13 @@ def test_tiny_model_fine_tunes_and_loss_falls(task, task_data, vocab, tmp_path):
         assert np.abs(transitions).max() > 1e-3
 
 
-def test_predict_gives_labels_with_probabilities(task_data, vocab, tmp_path):
-    from keras_bert_lite.training.finetune import finetune, predict
+@pytest.fixture(scope="module")
+def classifier_run(task_data, vocab, tmp_path_factory) -> str:
+    """A tiny classifier fine-tuned for one epoch (dropout 0.1 in the encoder)."""
+    from keras_bert_lite.training.finetune import finetune
 
     train, dev = task_data["classify"]
-    run = tmp_path / "run"
+    run = tmp_path_factory.mktemp("classifier") / "run"
     finetune(
         "classify",
         train,
@@ -197,11 +199,53 @@ def test_predict_gives_labels_with_probabilities(task_data, vocab, tmp_path):
         log=lambda s: None,
         verbose=0,
     )
-    out = predict(str(run), ["A gripping, beautiful film.", ""])
+    return str(run)
+
+
+def test_predict_gives_labels_with_probabilities(classifier_run):
+    from keras_bert_lite.training.finetune import predict
+
+    out = predict(classifier_run, ["A gripping, beautiful film.", ""])
     assert [set(r["probabilities"]) for r in out] == [{"comma", "none"}] * 2
     for r in out:
         assert sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
         assert r["label"] == max(r["probabilities"], key=r["probabilities"].get)
+
+
+def test_backbone_dropout_replaces_the_runs_and_keeps_its_weights(classifier_run):
+    """A run pretrained without dropout is fine-tuned with it: the encoder is rebuilt
+    with the new rate and the same weights, so it computes the same at inference."""
+    import keras
+    from keras_bert_lite.training.finetune import _load_backbone
+
+    from keras_bert_lite import run as run_dir
+
+    def rates(backbone):
+        return {
+            layer.rate
+            for layer in backbone._flatten_layers()
+            if isinstance(layer, keras.layers.Dropout)
+        }
+
+    source = run_dir.load(classifier_run).backbone
+    assert rates(source) == {0.1}
+    backbone, _, config = _load_backbone(classifier_run, "tiny", None, True, 0.0)
+    assert config.dropout == 0.0 and rates(backbone) == {0.0}
+    assert backbone is not source
+    for a, b in zip(source.get_weights(), backbone.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    inputs = {
+        "token_ids": np.array([[2, 7, 9, 11, 3, 0]], "int32"),
+        "segment_ids": np.zeros((1, 6), "int32"),
+        "padding_mask": np.array([[1, 1, 1, 1, 1, 0]], "int32"),
+    }
+    np.testing.assert_allclose(
+        backbone(inputs)["sequence_output"],
+        source(inputs)["sequence_output"],
+        atol=1e-6,
+    )
+    unchanged, _, _ = _load_backbone(classifier_run, "tiny", None, True, None)
+    assert rates(unchanged) == {0.1}
 
 
 def test_unknown_dev_label_is_an_error_naming_the_file(task_data, vocab, tmp_path):

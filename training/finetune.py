@@ -219,9 +219,15 @@ def _main_metric(task: str, metrics: dict, kind: str = "single") -> float:
     return metrics["f1"]
 
 
-def _load_backbone(init: str, model: str, vocab: str | None, lowercase: bool):
+def _load_backbone(
+    init: str,
+    model: str,
+    vocab: str | None,
+    lowercase: bool,
+    dropout: float | None = None,
+):
     """(backbone, tokenizer, model config) from a run directory or, for "random", a
-    preset/config.json and a vocabulary file."""
+    preset/config.json and a vocabulary file; `dropout` replaces the encoder's."""
     from keras_bert_lite.models import BertBackbone
     from keras_bert_lite.text import BertTokenizer, read_vocabulary
 
@@ -249,12 +255,21 @@ def _load_backbone(init: str, model: str, vocab: str | None, lowercase: bool):
             config = BertConfig.from_preset(
                 model, vocabulary_size=tokenizer.vocabulary_size
             )
+        if dropout is not None:
+            config = dataclasses.replace(config, dropout=dropout)
         return BertBackbone.from_bert_config(config), tokenizer, config
-    config = run_dir.read_config(init)
+    run_dir.read_config(init)  # the version and schema checks, before loading
     source = run_dir.load(init)
     tokenizer = run_dir.load_tokenizer(init)
     backbone = source.backbone
-    return backbone, tokenizer, backbone.bert_config()
+    config = backbone.bert_config()
+    if dropout is not None and dropout != config.dropout:
+        # Dropout is a constructor argument: the same encoder, rebuilt, same weights.
+        config = dataclasses.replace(config, dropout=dropout)
+        rebuilt = BertBackbone.from_bert_config(config)
+        rebuilt.set_weights(backbone.get_weights())
+        backbone = rebuilt
+    return backbone, tokenizer, config
 
 
 def finetune(
@@ -278,6 +293,7 @@ def finetune(
     max_query_len: int = 64,
     max_train: int | None = None,
     dropout: float = 0.1,
+    backbone_dropout: float | None = None,
     crf: bool = False,
     seed: int = 0,
     resume: bool = False,
@@ -307,6 +323,9 @@ def finetune(
         max_train: train on a seeded random sample of this many training records
             (all of them when None), for budgets and learning curves.
         dropout: before the task head.
+        backbone_dropout: the encoder's dropout while fine-tuning; None keeps the
+            model's (a run pretrained without dropout, as short CPU budgets favour,
+            is usually fine-tuned with 0.1).
         crf: tagging only: a linear-chain CRF on the tag scores (sequence loss,
             learned transitions used in decoding).
         seed: weight initialisation, dropout and shuffling.
@@ -353,7 +372,7 @@ def finetune(
     precision = resolve_precision(precision)
     with distribution.scope():  # variables are created under the strategy
         backbone, tokenizer, model_config = _load_backbone(
-            init, model, vocab, lowercase
+            init, model, vocab, lowercase, backbone_dropout
         )
     if seq_len > model_config.max_sequence_length:
         raise KblError(
