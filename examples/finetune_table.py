@@ -60,6 +60,8 @@ def finetune_run(args, name, language, task, stem, ext, extra, init) -> dict:
                    "--dev", os.path.join(args.data, stem + ".dev" + ext),
                    "--out", out, "--max-train", str(args.max_train),
                    "--seed", str(args.seed), *extra]  # fmt: skip
+        if args.backbone_dropout is not None:  # both rows: the same model
+            command += ["--backbone-dropout", str(args.backbone_dropout)]
         if init == "pretrained":
             command += ["--init", pretrained]
         else:  # the same model and vocabulary, random weights
@@ -170,6 +172,9 @@ def main() -> int:
                         help="training records per task (a seeded sample)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="*", help="task names to run (default: all)")
+    parser.add_argument("--backbone-dropout", type=float,
+                        help="encoder dropout while fine-tuning, for runs "
+                        "pretrained without it (default: the run's)")  # fmt: skip
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     results_file = os.path.join(args.out, "results.json")
