@@ -248,6 +248,35 @@ def test_backbone_dropout_replaces_the_runs_and_keeps_its_weights(classifier_run
     assert rates(unchanged) == {0.1}
 
 
+def test_a_run_fine_tuned_with_backbone_dropout_saves_and_reloads(
+    classifier_run, task_data, tmp_path
+):
+    from keras_bert_lite.training.finetune import evaluate, finetune
+
+    from keras_bert_lite import run as run_dir
+
+    train, dev = task_data["classify"]
+    out = str(tmp_path / "run")
+    result = finetune(
+        "classify",
+        train,
+        dev,
+        out,
+        init=classifier_run,
+        backbone_dropout=0.0,
+        seq_len=32,
+        batch_size=16,
+        epochs=1,
+        log=lambda s: None,
+        verbose=0,
+    )
+    assert run_dir.load(out).backbone.dropout == 0.0
+    # The reloaded weights are the trained ones: dev scores as during training.
+    again = evaluate(out, dev)
+    for key in ("accuracy", "macro_f1"):
+        assert again[key] == pytest.approx(result.metrics[key], abs=1e-6)
+
+
 def test_unknown_dev_label_is_an_error_naming_the_file(task_data, vocab, tmp_path):
     from keras_bert_lite.training.finetune import finetune
 
