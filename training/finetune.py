@@ -258,7 +258,6 @@ def _load_backbone(
         if dropout is not None:
             config = dataclasses.replace(config, dropout=dropout)
         return BertBackbone.from_bert_config(config), tokenizer, config
-    run_dir.read_config(init)  # the version and schema checks, before loading
     source = run_dir.load(init)
     tokenizer = run_dir.load_tokenizer(init)
     backbone = source.backbone
