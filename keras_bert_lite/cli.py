@@ -220,10 +220,8 @@ def _eval_batches(value: int) -> int | None:
     return value or None
 
 
-def _cmd_pretrain(args) -> dict:
-    from keras_bert_lite.training import pretrain
-
-    options = dict(
+def _pretrain_options(args) -> dict:
+    return dict(
         batch_size=args.batch_size,
         steps=args.steps,
         epochs=args.epochs,
@@ -240,6 +238,31 @@ def _cmd_pretrain(args) -> dict:
         jit_compile={"auto": "auto", "on": True, "off": False}[args.xla],
         **_data_options(args),
     )
+
+
+def _cmd_pretrain(args) -> dict:
+    from keras_bert_lite.training import pretrain
+
+    options = _pretrain_options(args)
+    if args.resume:
+        # Only what the command line sets away from its defaults; pretrain() says
+        # which of those a resumed run can take.
+        defaults = build_parser().parse_args(["pretrain", "--out", args.out])
+        fixed = [
+            name
+            for name in ("corpus", "vocab", "vocab_size", "model", "format", "records")
+            if getattr(args, name) != getattr(defaults, name)
+        ]
+        if fixed:
+            flags = ", ".join("--" + name.replace("_", "-") for name in fixed)
+            raise KblError(
+                f"{flags} with --resume: a resumed run keeps its corpus, vocabulary "
+                f"and model (see {os.path.join(args.out, 'config.json')}); drop "
+                f"{'them' if len(fixed) > 1 else 'it'}, or start a new run in "
+                "another --out"
+            )
+        default_options = _pretrain_options(defaults)
+        options = {k: v for k, v in options.items() if v != default_options.get(k)}
     if args.records and args.corpus:
         raise KblError("give --corpus or --records, not both")
     result = pretrain(
@@ -252,7 +275,7 @@ def _cmd_pretrain(args) -> dict:
         corpus_format=args.format,
         records=args.records,
         tpu=args.tpu,
-        **({} if args.resume else options),
+        **options,
     )
     return {
         "run": result.run,
@@ -617,7 +640,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --out from its last checkpoint",
+        help="continue the run in --out from its last checkpoint; --steps or "
+        "--epochs, the learning-rate schedule and the runtime switches may change",
     )
     p.add_argument(
         "--json",

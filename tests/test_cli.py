@@ -113,6 +113,33 @@ def test_vocab_then_tiny_pretraining_then_resume(corpus, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((run / "metrics.json").read_text())["steps"] == 12
 
+    # --resume with --steps lengthens it (a new learning rate takes effect from the
+    # checkpoint on), recorded in config.json; what fixes the data or the model, or
+    # a length the run has passed, is refused and changes nothing.
+    longer = kbl(
+        "pretrain", "--out", str(run), "--resume", "--steps", "16",
+        "--learning-rate", "5e-4",
+    )  # fmt: skip
+    assert longer.returncode == 0, longer.stderr
+    assert "resuming with steps 12 -> 16, learning_rate 0.001 -> 0.0005" in (
+        longer.stdout
+    )
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 16
+    with open(run / "history.csv") as f:
+        assert len(list(csv.DictReader(f))) == 4
+    config = json.loads((run / "config.json").read_text())
+    assert config["resumes"] == [
+        {"step": 12, "train": {"steps": [12, 16], "learning_rate": [1e-3, 5e-4]}}
+    ]
+    for extra, says in (
+        (["--seq-len", "64"], "started with seq_len=32"),
+        (["--steps", "8"], "the run is at step 16"),
+        (["--vocab", str(vocab)], "--vocab with --resume"),
+    ):
+        refused = kbl("pretrain", "--out", str(run), "--resume", *extra)
+        assert refused.returncode == 2 and says in refused.stderr, refused.stderr
+    assert json.loads((run / "config.json").read_text()) == config
+
     import keras_bert_lite as kbl_api
 
     model = kbl_api.load(str(run))

@@ -703,7 +703,8 @@ def test_pretraining_stops_on_a_nan_loss_and_resumes_from_the_good_checkpoint(
     pretrained, tmp_path
 ):
     """The run is rolled back to its step-4 checkpoint and resumed with a learning
-    rate that blows up: the error names the step, state.json keeps step 4."""
+    rate that blows up: the error names the step, state.json keeps step 4; then, as
+    the message says, a lower learning rate and --resume finish it."""
     import shutil
 
     from keras_bert_lite.training import pretrain
@@ -718,20 +719,68 @@ def test_pretraining_stops_on_a_nan_loss_and_resumes_from_the_good_checkpoint(
         str(run / "checkpoints" / "state.json"),
         {"checkpoint": "ckpt-000000004.weights.h5", "epoch": 2, "step": 4},
     )
-    config = read_json(str(run / "config.json"))
-    config["train"]["learning_rate"] = 1e30
-    write_json(str(run / "config.json"), config)
+    quiet = dict(log=lambda s: None, verbose=0)
     with pytest.raises(KblError) as raised:
-        pretrain(None, str(run), resume=True, log=lambda s: None, verbose=0)
+        pretrain(None, str(run), resume=True, learning_rate=1e30, **quiet)
     message = str(raised.value)
     assert re.match(r"step [56]: the training loss is (nan|inf)", message), message
     assert "ckpt-000000004.weights.h5, step 4) is kept" in message
+    assert "lower --learning-rate" in message and "with --resume" in message
     assert read_json(str(run / "checkpoints" / "state.json"))["step"] == 4
     assert not (run / "model.weights.h5").exists()
-    config["train"]["learning_rate"] = 1e-3  # fixed: the run finishes from step 4
-    write_json(str(run / "config.json"), config)
-    result = pretrain(None, str(run), resume=True, log=lambda s: None, verbose=0)
+    result = pretrain(None, str(run), resume=True, learning_rate=1e-3, **quiet)
     assert result.steps == 6 and np.isfinite(result.metrics["loss"])
+    config = read_json(str(run / "config.json"))
+    assert config["train"]["learning_rate"] == 1e-3
+    assert config["resumes"] == [
+        {"step": 4, "train": {"learning_rate": [1e-3, 1e30]}},
+        {"step": 4, "train": {"learning_rate": [1e30, 1e-3]}},
+    ]
+
+
+def test_a_resumed_run_is_lengthened_at_its_own_evaluation_interval(tmp_path):
+    """A run on the default interval (a tenth of its steps) given more steps keeps
+    the interval its checkpoints were written at, so the checkpoint's epoch still
+    means its step; it ends at the new length with a checkpoint every 2 steps."""
+    import shutil
+
+    from keras_bert_lite.training import pretrain
+
+    from keras_bert_lite.errors import KblError
+    from keras_bert_lite.io import read_json
+
+    run = tmp_path / "run"
+    _tiny_pretrain(tmp_path, "run", steps=20, eval_every=None)
+    assert read_json(str(run / "checkpoints" / "state.json"))["epoch"] == 10
+    quiet = dict(log=lambda s: None, verbose=0)
+    with pytest.raises(KblError, match="at step 20 .*Give --steps 20 or more"):
+        pretrain(None, str(run), resume=True, steps=10, **quiet)
+    with pytest.raises(KblError, match="started with seq_len=16"):
+        pretrain(None, str(run), resume=True, steps=30, seq_len=32, **quiet)
+    with pytest.raises(KblError, match="started with batch_size=4"):
+        pretrain(None, str(run), resume=True, steps=30, batch_size=8, **quiet)
+    assert read_json(str(run / "config.json"))["train"]["steps"] == 20  # untouched
+    shutil.copy(run / "model.weights.h5", tmp_path / "at-20.weights.h5")
+
+    result = pretrain(None, str(run), resume=True, steps=30, **quiet)
+    assert result.steps == 30
+    config = read_json(str(run / "config.json"))
+    assert (config["train"]["steps"], config["train"]["eval_every"]) == (30, 2)
+    assert read_json(str(run / "checkpoints" / "state.json")) == {
+        "checkpoint": "ckpt-000000030.weights.h5",
+        "epoch": 15,
+        "step": 30,
+    }
+    assert read_json(str(run / "metrics.json"))["steps"] == 30
+    import keras_bert_lite as kbl
+
+    model = kbl.load(str(run))
+    at_30 = model.get_weights()
+    model.load_weights(str(tmp_path / "at-20.weights.h5"))
+    assert any(
+        not np.array_equal(a, b)
+        for a, b in zip(model.get_weights(), at_30, strict=True)
+    )
 
 
 # === security: loading a run or an export runs no code from it ===

@@ -40,6 +40,50 @@ def _split_overrides(overrides: dict) -> tuple[dict, dict, dict]:
     return parts
 
 
+# What a resumed run may change: its length and learning-rate schedule, and how it
+# runs. The rest (model, data, batch, optimizer, seed, evaluation interval) decides
+# what the checkpoint and the data position mean, so it stays as the run began.
+RESUMABLE = (
+    "steps",
+    "epochs",
+    "learning_rate",
+    "warmup",
+    "weight_decay",
+    "clipnorm",
+    "eval_batches",
+    "precision",
+    "strategy",
+    "jit_compile",
+    "steps_per_execution",
+)
+
+
+def _resume_changes(config: dict, config_path: str, options: dict) -> dict:
+    """{field: (old, new)} for the options given on resume that differ from the
+    run's config.json; an option that would change anything else is an error."""
+    changes = {}
+    for section, values in zip(
+        ("model", "data", "train"), _split_overrides(options), strict=True
+    ):
+        for key, new in values.items():
+            old = config[section].get(key)
+            if new == old or (section == "train" and new is None):
+                continue
+            if section != "train" or key not in RESUMABLE:
+                raise KblError(
+                    f"{config_path}: the run was started with {key}={old!r}; a "
+                    f"resumed run keeps its {section} settings (got {key}={new!r}). "
+                    f"Only {', '.join(RESUMABLE)} can change on resume; drop the "
+                    "option, or start a new run in another --out"
+                )
+            changes[key] = (old, new)
+    # The length is steps or epochs: giving one replaces the other.
+    for key, other in (("steps", "epochs"), ("epochs", "steps")):
+        if key in changes and config["train"].get(other) is not None:
+            changes[other] = (config["train"][other], None)
+    return changes
+
+
 def _check_seq_len(data_config: DataConfig, model_config: BertConfig) -> None:
     if data_config.seq_len > model_config.max_sequence_length:
         raise KblError(
@@ -79,7 +123,10 @@ def pretrain(
         vocab: a vocab.txt to use; None learns one of `vocabulary_size` from the corpus.
         model: a preset name (tiny, mini, small, medium, base) or a `BertConfig`.
         vocabulary_size: size of the vocabulary to learn when `vocab` is None.
-        resume: continue the interrupted run in `out` from its last checkpoint.
+        resume: continue the run in `out` from its last checkpoint. `options` may
+            then change the fields in `RESUMABLE` (length, learning-rate schedule,
+            runtime switches), recorded in config.json; any other that differs
+            from the run's config is an error.
         corpus_format: "auto", "bert", "jsonl" or "text".
         records: a directory of examples prepared by `kbl prepare` to train on
             instead of a corpus (its vocabulary and data config come with it).
@@ -102,8 +149,13 @@ def pretrain(
                 "without --resume"
             )
         config = run_dir.read_config(out)
-        train_config = _train_section(config, config_path)
+        started_with = _train_section(config, config_path)
+        changes = _resume_changes(config, config_path, options)
+        train_config = dataclasses.replace(
+            started_with, **{key: new for key, (_, new) in changes.items()}
+        )
     else:
+        changes = {}
         model_over, data_over, train_over = _split_overrides(options)
         train_config = TrainConfig(**train_over)
 
@@ -225,9 +277,10 @@ def pretrain(
             f"examples per micro-batch cannot be split evenly over {replicas} "
             "replicas; choose a batch size that can"
         )
-    if train_config.steps is not None:
-        total_steps = train_config.steps
-    else:
+
+    def steps_of(train: TrainConfig) -> int:
+        if train.steps is not None:
+            return train.steps
         if records is not None:
             per_pass = prepared.read_manifest(records)["examples"]
         else:
@@ -235,7 +288,7 @@ def pretrain(
                 files,
                 tokenizer,
                 data_config,
-                train_config.seed,
+                train.seed,
                 split="train",
                 corpus_format=corpus_format,
             )
@@ -244,7 +297,14 @@ def pretrain(
                 f"the corpus gives only {per_pass} training examples, fewer than "
                 f"one batch of {batch}; lower --batch-size or add text"
             )
-        total_steps = train_config.epochs * (per_pass // batch)
+        return train.epochs * (per_pass // batch)
+
+    total_steps = steps_of(train_config)
+    if train_config.eval_every is None and ("steps" in changes or "epochs" in changes):
+        # The default interval (a tenth of the run) follows the length; a resumed
+        # run keeps the one its checkpoints were written at.
+        pinned = max(1, math.ceil(steps_of(started_with) / 10))
+        train_config = dataclasses.replace(train_config, eval_every=pinned)
     eval_every = train_config.eval_every or max(1, math.ceil(total_steps / 10))
     steps_per_execution = train_config.steps_per_execution or (
         # TPUs: many steps per host call, and a whole number of calls per epoch.
@@ -272,6 +332,23 @@ def pretrain(
         found = latest_checkpoint(checkpoint_dir)
     if found:
         initial_epoch = found[1]["epoch"]
+    if changes:
+        reached = found[1]["step"] if found else 0
+        if total_steps < reached:
+            raise KblError(
+                f"{out}: the run is at step {reached} (its last checkpoint); a "
+                f"schedule of {total_steps} steps ends before it. Give --steps "
+                f"{reached} or more ({reached} ends the run there and writes its "
+                "weights)"
+            )
+        if workers.chief:
+            config["train"] = train_config.to_dict()
+            config.setdefault("resumes", []).append(
+                {"step": reached, "train": {k: list(v) for k, v in changes.items()}}
+            )
+            write_json(config_path, config)
+        said = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changes.items())
+        log(f"resuming with {said} (recorded in {config_path})")
 
     # Where each worker's examples come from: its share of the files when there are
     # enough files (each reads only those), else the whole corpus, of which the
