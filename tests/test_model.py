@@ -117,6 +117,24 @@ def test_loss_is_weighted_masked_lm_plus_nsp_computed_by_hand():
     assert float(loss) == pytest.approx(mlm + nsp, rel=1e-5)
 
 
+def test_masked_lm_accuracies_computed_by_hand():
+    """mlm_accuracy counts every weighted slot; mlm_hidden_accuracy only those whose
+    token the input hides ([MASK] or another token), not those shown unchanged."""
+    model = BertPretrainer(tiny_backbone(), nsp=False)
+    model.compile(optimizer="sgd")
+    x, y, w = batch()
+    x["token_ids"][:, 1] = 4  # slot 0: [MASK]
+    x["token_ids"][:, 4] = y["mask_ids"][:, 1]  # slot 1: the original token shown
+    predicted = y["mask_ids"].copy()
+    # Wrong: two hidden slots, one shown slot, one slot of weight 0.
+    predicted[0, 0] = predicted[1, 0] = predicted[2, 1] = predicted[3, 2] = 0
+    logits = np.eye(VOCAB, dtype="float32")[predicted] * 10.0  # (B, P, V)
+    result = model.compute_metrics(x, y, {"mlm_logits": logits}, w)
+    # 8 weighted slots, 3 wrong; 4 hidden (slot 0 of each row), 2 wrong.
+    assert float(result["mlm_accuracy"]) == pytest.approx(5 / 8)
+    assert float(result["mlm_hidden_accuracy"]) == pytest.approx(2 / 4)
+
+
 def test_overfits_one_fixed_batch():
     model = BertPretrainer(tiny_backbone())
     from keras_bert_lite.training.optimizer import bert_optimizer
