@@ -32,32 +32,38 @@ def main() -> None:
     if not config["train"].get("eval_every"):
         steps = [int(r["epoch"]) + 1 for r in rows]
 
+    def plot(axes, key, style):
+        """Training and held-out curves of one metric, over the evaluations that
+        logged it (a metric added by a later version starts mid-run)."""
+        for name, marker, label in (
+            (key, None, "train"),
+            ("val_" + key, "o", "held-out"),
+        ):
+            points = [
+                (s, float(r[name]))
+                for s, r in zip(steps, rows, strict=True)
+                if r.get(name)
+            ]
+            if points:
+                axes.plot(
+                    *zip(*points, strict=True),
+                    style,
+                    marker=marker,
+                    label=f"{label} {key}",
+                )
+
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for key, style in (("mlm_loss", "-"), ("nsp_loss", "--")):
-        if key in rows[0]:
-            left.plot(steps, [float(r[key]) for r in rows], style, label=f"train {key}")
-            left.plot(
-                steps,
-                [float(r["val_" + key]) for r in rows],
-                style,
-                marker="o",
-                label=f"held-out {key}",
-            )
+        plot(left, key, style)
     left.set_xlabel("step" if config["train"].get("eval_every") else "evaluation")
     left.set_ylabel("loss")
     left.legend()
-    for key, style in (("mlm_accuracy", "-"), ("nsp_accuracy", "--")):
-        if key in rows[0]:
-            right.plot(
-                steps, [float(r[key]) for r in rows], style, label=f"train {key}"
-            )
-            right.plot(
-                steps,
-                [float(r["val_" + key]) for r in rows],
-                style,
-                marker="o",
-                label=f"held-out {key}",
-            )
+    for key, style in (
+        ("mlm_accuracy", "-"),
+        ("mlm_hidden_accuracy", ":"),
+        ("nsp_accuracy", "--"),
+    ):
+        plot(right, key, style)
     right.set_xlabel(left.get_xlabel())
     right.set_ylabel("accuracy")
     right.set_ylim(0, 1)
