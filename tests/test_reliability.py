@@ -766,6 +766,9 @@ def test_a_resumed_run_is_lengthened_at_its_own_evaluation_interval(tmp_path):
     assert result.steps == 30
     config = read_json(str(run / "config.json"))
     assert (config["train"]["steps"], config["train"]["eval_every"]) == (30, 2)
+    assert config["resumes"] == [
+        {"step": 20, "train": {"steps": [20, 30], "eval_every": [None, 2]}}
+    ]
     assert read_json(str(run / "checkpoints" / "state.json")) == {
         "checkpoint": "ckpt-000000030.weights.h5",
         "epoch": 15,

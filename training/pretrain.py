@@ -305,6 +305,7 @@ def pretrain(
         # run keeps the one its checkpoints were written at.
         pinned = max(1, math.ceil(steps_of(started_with) / 10))
         train_config = dataclasses.replace(train_config, eval_every=pinned)
+        changes["eval_every"] = (None, pinned)
     eval_every = train_config.eval_every or max(1, math.ceil(total_steps / 10))
     steps_per_execution = train_config.steps_per_execution or (
         # TPUs: many steps per host call, and a whole number of calls per epoch.
