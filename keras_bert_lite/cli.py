@@ -237,6 +237,7 @@ def _pretrain_options(args) -> dict:
         seed=args.seed,
         jit_compile={"auto": "auto", "on": True, "off": False}[args.xla],
         **_data_options(args),
+        **({} if args.dropout is None else {"dropout": args.dropout}),
     )
 
 
@@ -630,6 +631,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         default="mini",
         help="preset (tiny, mini, small, medium, base) or a config.json",
+    )
+    p.add_argument(
+        "--dropout",
+        type=float,
+        help="the model's dropout rate (default: the preset's or config.json's; "
+        "presets have 0.1)",
     )
     _add_data_options(p)
     p.add_argument(

@@ -77,6 +77,8 @@ def test_vocab_then_tiny_pretraining_then_resume(corpus, tmp_path):
         "2",
         "--warmup",
         "0.25",
+        "--dropout",
+        "0.05",
     ]
     done = kbl(*args)
     assert done.returncode == 0, done.stderr
@@ -103,7 +105,8 @@ def test_vocab_then_tiny_pretraining_then_resume(corpus, tmp_path):
         "val_nsp_accuracy",
     } <= set(rows[0])
     assert json.loads((run / "metrics.json").read_text())["steps"] == 12
-    assert json.loads((run / "config.json").read_text())["train"]["warmup"] == 0.25
+    config = json.loads((run / "config.json").read_text())
+    assert (config["train"]["warmup"], config["model"]["dropout"]) == (0.25, 0.05)
 
     # A second start on the same directory is refused; --resume of a finished run
     # keeps its steps.
@@ -133,6 +136,7 @@ def test_vocab_then_tiny_pretraining_then_resume(corpus, tmp_path):
     ]
     for extra, says in (
         (["--seq-len", "64"], "started with seq_len=32"),
+        (["--dropout", "0.2"], "started with dropout=0.05"),
         (["--steps", "8"], "the run is at step 16"),
         (["--vocab", str(vocab)], "--vocab with --resume"),
     ):

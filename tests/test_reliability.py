@@ -750,7 +750,10 @@ def test_a_resumed_run_is_lengthened_at_its_own_evaluation_interval(tmp_path):
     from keras_bert_lite.io import read_json
 
     run = tmp_path / "run"
-    _tiny_pretrain(tmp_path, "run", steps=20, eval_every=None)
+    # (A model config.json with a dropout override: the override applies to it.)
+    model = _model_config(tmp_path / "m.json", dropout=0.1)
+    _tiny_pretrain(tmp_path, "run", steps=20, eval_every=None, model=model, dropout=0)
+    assert read_json(str(run / "config.json"))["model"]["dropout"] == 0
     assert read_json(str(run / "checkpoints" / "state.json"))["epoch"] == 10
     quiet = dict(log=lambda s: None, verbose=0)
     with pytest.raises(KblError, match="at step 20 .*Give --steps 20 or more"):

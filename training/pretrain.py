@@ -531,7 +531,9 @@ def _model_config(model, overrides: dict, tokenizer, vocab) -> BertConfig:
     elif os.path.isfile(str(model)):
         from keras_bert_lite.io import read_json
 
-        config = BertConfig.from_dict(read_json(model), where=str(model))
+        config = dataclasses.replace(
+            BertConfig.from_dict(read_json(model), where=str(model)), **overrides
+        )
     else:
         config = BertConfig.from_preset(
             str(model), vocabulary_size=tokenizer.vocabulary_size, **overrides
