@@ -124,7 +124,7 @@ def test_vocab_then_tiny_pretraining_then_resume(corpus, tmp_path):
         "--learning-rate", "5e-4",
     )  # fmt: skip
     assert longer.returncode == 0, longer.stderr
-    assert "resuming with steps 12 -> 16, learning_rate 0.001 -> 0.0005" in (
+    assert "resuming with steps 12 -> 16, learning_rate 0.0003 -> 0.0005" in (
         longer.stdout
     )
     assert json.loads((run / "metrics.json").read_text())["steps"] == 16
@@ -132,7 +132,7 @@ def test_vocab_then_tiny_pretraining_then_resume(corpus, tmp_path):
         assert len(list(csv.DictReader(f))) == 4
     config = json.loads((run / "config.json").read_text())
     assert config["resumes"] == [
-        {"step": 12, "train": {"steps": [12, 16], "learning_rate": [1e-3, 5e-4]}}
+        {"step": 12, "train": {"steps": [12, 16], "learning_rate": [3e-4, 5e-4]}}
     ]
     for extra, says in (
         (["--seq-len", "64"], "started with seq_len=32"),

@@ -728,13 +728,13 @@ def test_pretraining_stops_on_a_nan_loss_and_resumes_from_the_good_checkpoint(
     assert "lower --learning-rate" in message and "with --resume" in message
     assert read_json(str(run / "checkpoints" / "state.json"))["step"] == 4
     assert not (run / "model.weights.h5").exists()
-    result = pretrain(None, str(run), resume=True, learning_rate=1e-3, **quiet)
+    result = pretrain(None, str(run), resume=True, learning_rate=1e-4, **quiet)
     assert result.steps == 6 and np.isfinite(result.metrics["loss"])
     config = read_json(str(run / "config.json"))
-    assert config["train"]["learning_rate"] == 1e-3
+    assert config["train"]["learning_rate"] == 1e-4
     assert config["resumes"] == [
-        {"step": 4, "train": {"learning_rate": [1e-3, 1e30]}},
-        {"step": 4, "train": {"learning_rate": [1e30, 1e-3]}},
+        {"step": 4, "train": {"learning_rate": [3e-4, 1e30]}},
+        {"step": 4, "train": {"learning_rate": [1e30, 1e-4]}},
     ]
 
 
