@@ -527,17 +527,16 @@ def _model_config(model, overrides: dict, tokenizer, vocab) -> BertConfig:
     """The architecture: a preset, a config.json or a `BertConfig`, checked
     against the vocabulary."""
     if isinstance(model, BertConfig):
-        config = dataclasses.replace(model, **overrides)
+        config = model
     elif os.path.isfile(str(model)):
         from keras_bert_lite.io import read_json
 
-        config = dataclasses.replace(
-            BertConfig.from_dict(read_json(model), where=str(model)), **overrides
-        )
+        config = BertConfig.from_dict(read_json(model), where=str(model))
     else:
         config = BertConfig.from_preset(
-            str(model), vocabulary_size=tokenizer.vocabulary_size, **overrides
+            str(model), vocabulary_size=tokenizer.vocabulary_size
         )
+    config = dataclasses.replace(config, **overrides)  # whatever the source
     if config.vocabulary_size != tokenizer.vocabulary_size:
         raise KblError(
             f"{model if isinstance(model, str) else 'model'}: vocabulary_size "
