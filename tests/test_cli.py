@@ -104,17 +104,22 @@ def test_vocab_then_tiny_pretraining_then_resume(corpus, tmp_path):
         "val_mlm_accuracy",
         "val_nsp_accuracy",
     } <= set(rows[0])
-    assert json.loads((run / "metrics.json").read_text())["steps"] == 12
+    finished = json.loads((run / "metrics.json").read_text())
+    assert finished["steps"] == 12
+    last = float(rows[-1]["val_mlm_accuracy"])
+    assert finished["metrics"]["val_mlm_accuracy"] == last
     config = json.loads((run / "config.json").read_text())
     assert (config["train"]["warmup"], config["model"]["dropout"]) == (0.25, 0.05)
 
     # A second start on the same directory is refused; --resume of a finished run
-    # keeps its steps.
+    # keeps its steps, and its metrics are still the last evaluation's.
     again = kbl(*args)
     assert again.returncode == 2 and "--resume" in again.stderr
     resumed = kbl("pretrain", "--out", str(run), "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    assert json.loads((run / "metrics.json").read_text())["steps"] == 12
+    assert "ended at the checkpoint" in resumed.stdout
+    again_metrics = json.loads((run / "metrics.json").read_text())["metrics"]
+    assert again_metrics == finished["metrics"]
 
     # --resume with --steps lengthens it (a new learning rate takes effect from the
     # checkpoint on), recorded in config.json; what fixes the data or the model, or

@@ -133,6 +133,18 @@ class HistoryCSV(keras.callbacks.Callback):
                 writer.writerows(self.rows)
 
 
+def last_history_row(path: str) -> dict[str, float]:
+    """The metrics of the last epoch in `history.csv` ({} when there is none)."""
+    if not os.path.exists(path):
+        return {}
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return {}
+    last = max(rows, key=_epoch)
+    return {k: float(v) for k, v in last.items() if k != "epoch" and v}
+
+
 def _epoch(row: dict) -> int:
     try:
         return int(row.get("epoch", -1))

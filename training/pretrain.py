@@ -181,6 +181,7 @@ def pretrain(
         StopAtStep,
         StopOnNonFinite,
         Throughput,
+        last_history_row,
         latest_checkpoint,
     )
     from keras_bert_lite.training.optimizer import bert_optimizer
@@ -484,6 +485,8 @@ def pretrain(
 
     steps = int(model.optimizer.iterations.numpy())
     metrics = {k: float(v[-1]) for k, v in history.items()}
+    if not history:  # ended at the checkpoint: its epoch's metrics stand
+        metrics = last_history_row(os.path.join(out, "history.csv"))
     # Tokens/s of the whole run: a step is `accumulation` micro-batches.
     result = PretrainResult(
         out, steps, metrics, throughput.tokens_per_second(), time.time() - started
@@ -507,9 +510,13 @@ def pretrain(
                 "seconds": result.seconds,
             },
         )
+    trained = (
+        f"{result.seconds:.0f}s, {result.tokens_per_second:,.0f} tokens/s"
+        if history
+        else "ended at the checkpoint, weights written"
+    )
     log(
-        f"done: {steps} steps in {result.seconds:.0f}s, "
-        f"{result.tokens_per_second:,.0f} tokens/s; "
+        f"done: {steps} steps ({trained}); "
         + ", ".join(
             f"{k} {v:.3f}" for k, v in sorted(metrics.items()) if k.startswith("val_")
         )
