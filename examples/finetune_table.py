@@ -9,7 +9,9 @@ The English and Chinese pretrained runs come from `kbl pretrain` (see
 examples/pretrain_mini.sh en|zh). Every fine-tuning
 run is a `kbl finetune` command, printed before it starts; runs that already have a
 metrics.json are reused, so an interrupted table picks up where it stopped. Results go
-to OUT/results.json and OUT/results.md.
+to OUT/results.json and OUT/results.md. On a 2-core machine two processes on one
+core each (`taskset -c 0 ... --rows pretrained`, `taskset -c 1 ... --rows random`)
+finish sooner than one on both.
 
 Classical baselines (scikit-learn), trained on the same training subset:
 - classification: TF-IDF (word 1-2 grams; characters 1-3 for Chinese) + logistic
@@ -172,6 +174,10 @@ def main() -> int:
                         help="training records per task (a seeded sample)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="*", help="task names to run (default: all)")
+    parser.add_argument("--rows", nargs="*", choices=("pretrained", "random"),
+                        default=("pretrained", "random"),
+                        help="which fine-tuned rows to run (default: both); the "
+                        "table is written once every row has run")  # fmt: skip
     parser.add_argument("--backbone-dropout", type=float,
                         help="encoder dropout while fine-tuning, for runs "
                         "pretrained without it (default: the run's)")  # fmt: skip
@@ -186,13 +192,19 @@ def main() -> int:
         if args.only and name not in args.only:
             continue
         row = {"baseline": baseline(args, name, task, stem, ext)}
-        for init in ("pretrained", "random"):
+        for init in args.rows:
             row[init] = finetune_run(args, name, language, task, stem, ext, extra, init)
-        results[name] = row
-        with open(results_file, "w") as f:
+        # Re-read before writing: another process may be filling in other rows.
+        if os.path.exists(results_file):
+            with open(results_file) as f:
+                results = json.load(f)
+        results[name] = {**results.get(name, {}), **row}
+        with open(results_file + ".tmp", "w") as f:
             json.dump(results, f, indent=2)
+        os.replace(results_file + ".tmp", results_file)
         print(f"{name}: done", flush=True)
-    if all(name in results for name, *_ in TASKS):
+    rows = ("baseline", "pretrained", "random")
+    if all(all(r in results.get(name, {}) for r in rows) for name, *_ in TASKS):
         table = markdown(results)
         with open(os.path.join(args.out, "results.md"), "w") as f:
             f.write(table)
