@@ -351,16 +351,21 @@ def _cmd_quickstart(args) -> dict:
     if os.path.exists(os.path.join(pretrained, "model.weights.h5")):
         print(f"{pretrained} is already pretrained; keeping it")
     else:
-        pretrain(
-            [docs, train],
-            pretrained,
+        # An interrupted quickstart continues; the run keeps its corpus and model.
+        resume = os.path.exists(os.path.join(pretrained, "config.json"))
+        new_run = dict(
             model="tiny",
             vocabulary_size=6000,
             seq_len=64,
             batch_size=32,
-            steps=args.steps,
             learning_rate=1e-3,
-            resume=os.path.exists(os.path.join(pretrained, "config.json")),
+        )
+        pretrain(
+            None if resume else [docs, train],
+            pretrained,
+            steps=args.steps,
+            resume=resume,
+            **({} if resume else new_run),
         )
 
     print("\nstep 2/4: fine-tune a sentiment classifier (pos/neg) from it", flush=True)

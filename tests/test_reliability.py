@@ -762,6 +762,8 @@ def test_a_resumed_run_is_lengthened_at_its_own_evaluation_interval(tmp_path):
         pretrain(None, str(run), resume=True, steps=30, seq_len=32, **quiet)
     with pytest.raises(KblError, match="started with batch_size=4"):
         pretrain(None, str(run), resume=True, steps=30, batch_size=8, **quiet)
+    with pytest.raises(KblError, match="keeps the corpus, model it began with"):
+        pretrain(["other.txt"], str(run), resume=True, model="tiny", **quiet)
     assert read_json(str(run / "config.json"))["train"]["steps"] == 20  # untouched
     shutil.copy(run / "model.weights.h5", tmp_path / "at-20.weights.h5")
 

@@ -126,7 +126,8 @@ def pretrain(
         resume: continue the run in `out` from its last checkpoint. `options` may
             then change the fields in `RESUMABLE` (length, learning-rate schedule,
             runtime switches), recorded in config.json; any other that differs
-            from the run's config is an error.
+            from the run's config is an error, as are `corpus`, `vocab`, `model`,
+            `vocabulary_size` and `records` (the run keeps its own).
         corpus_format: "auto", "bert", "jsonl" or "text".
         records: a directory of examples prepared by `kbl prepare` to train on
             instead of a corpus (its vocabulary and data config come with it).
@@ -147,6 +148,24 @@ def pretrain(
             raise KblError(
                 f"{out}: nothing to resume (no {run_dir.CONFIG}); start the run "
                 "without --resume"
+            )
+        # These fix what the checkpoint means; the run's own come from config.json.
+        given = [
+            name
+            for name, value, default in (
+                ("corpus", corpus, None),
+                ("vocab", vocab, None),
+                ("model", model, "mini"),
+                ("vocabulary_size", vocabulary_size, 8192),
+                ("records", records, None),
+            )
+            if value != default
+        ]
+        if given:
+            raise KblError(
+                f"{out}: a resumed run keeps the {', '.join(given)} it began with "
+                f"(in {run_dir.CONFIG}); drop {', '.join(given)}, or start a new "
+                "run in another directory"
             )
         config = run_dir.read_config(out)
         started_with = _train_section(config, config_path)
