@@ -4,11 +4,15 @@
 #   examples/pretrain_mini.sh en   # State of the Union addresses -> runs/sotu-mini
 #   examples/pretrain_mini.sh zh   # People's Daily, January 1998 -> runs/pd-mini
 # The recipe that leaves BERT's first plateau on a CPU budget (README, "Pretraining on
-# State of the Union addresses"): no dropout, peak learning rate 3e-4 (1e-3 collapsed attention heads onto
-# [SEP] and stalled), 5% warm-up, batch 32; English 64-token sequences (its tasks are
-# fine-tuned at 64), Chinese 128. STEPS (default 20000) steps take ~0.75 s (en) and
-# ~1.1 s (zh) each on 2 CPU cores: hours, so stop it whenever you like and continue with
+# State of the Union addresses"): no dropout, peak learning rate 3e-4 (1e-3 collapsed
+# attention heads onto [SEP] and stalled), 5% warm-up, batch 32; English 64-token
+# sequences (its tasks are fine-tuned at 64), Chinese 128. STEPS (default 20000) steps
+# take ~0.75 s (en) and ~1.1-1.5 s (zh) each on 2 CPU cores: hours, so stop it
+# whenever you like and continue with
 #   kbl pretrain --out runs/NAME --resume
+# or end it at its last checkpoint (every 500 steps), which writes the weights that
+# `kbl finetune --init runs/NAME` and examples/finetune_table.py load:
+#   kbl pretrain --out runs/NAME --resume --steps <the checkpoint's step>
 # DATA defaults to ../shared/data.
 set -euo pipefail
 data="${DATA:-../shared/data}"
