@@ -104,6 +104,10 @@ def test_vocab_then_tiny_pretraining_then_resume(corpus, tmp_path):
         "val_mlm_accuracy",
         "val_nsp_accuracy",
     } <= set(rows[0])
+    # The attention monitor: each epoch, a fraction of the uniform entropy.
+    for row in rows:
+        low, mean = (float(row[f"attention_entropy_{k}"]) for k in ("min", "mean"))
+        assert 0 < low <= mean <= 1
     finished = json.loads((run / "metrics.json").read_text())
     assert finished["steps"] == 12
     last = float(rows[-1]["val_mlm_accuracy"])

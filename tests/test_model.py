@@ -84,6 +84,53 @@ def test_attention_mixes_positions_and_matches_a_reference():
     np.testing.assert_allclose(got, np.einsum("bnts,bsnh->btnh", p, v), atol=1e-5)
 
 
+def test_attention_probabilities_are_the_weights_the_layer_applies():
+    """Rebuilding each encoder layer's output from `attention_probabilities`
+    (weights x values, then the layer's own projections) gives what the layer
+    computes; rows sum to 1 and padding keys get 0."""
+    from keras import ops
+
+    backbone = tiny_backbone()
+    x, _, _ = batch()
+    inputs = {k: x[k] for k in ("token_ids", "segment_ids", "padding_mask")}
+    probabilities = backbone.attention_probabilities(inputs)
+    assert len(probabilities) == 2
+    h = backbone.embeddings(x["token_ids"], x["segment_ids"], training=False)
+    for layer, p in zip(backbone.encoder_layers, probabilities, strict=True):
+        p = ops.convert_to_numpy(p)
+        assert p.shape == (B, 2, T, T)
+        np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-5)
+        assert np.abs(p[..., 12:]).max() < 1e-6  # padding keys
+        _, _, value, _ = layer._heads(h, x["padding_mask"])
+        attended = np.einsum("bnqk,bknh->bqnh", p, ops.convert_to_numpy(value))
+        h_attn = layer.attention_norm(
+            h + layer.attention_output(attended.reshape(B, T, 32))
+        )
+        by_hand = layer.output_norm(
+            h_attn + layer.output_dense(layer.intermediate(h_attn))
+        )
+        h = layer(h, x["padding_mask"], training=False)
+        np.testing.assert_allclose(by_hand, h, atol=1e-5)
+
+
+def test_attention_entropy_fractions_by_hand():
+    """One sequence of 3 real tokens and a padding one: a head looking at one
+    token scores 0, one spread over two tokens log 2 / log 3, one spread evenly
+    over the real tokens 1; the padding query's row (uniform over all 4) is left
+    out, and padding keys do not count towards the uniform entropy."""
+    from keras_bert_lite.training.callbacks import attention_entropy
+
+    one_hot = np.eye(4)[[1, 2, 0, 1]]
+    halves = np.array([[0.5, 0.5, 0, 0]] * 4)
+    even = np.array([[1 / 3, 1 / 3, 1 / 3, 0]] * 4)
+    layer_0 = np.stack([one_hot, halves])[None]  # (B=1, N=2, T, T)
+    layer_1 = np.stack([even, even])[None]
+    for layer in (layer_0, layer_1):
+        layer[0, :, 3] = 0.25  # the padding query's row
+    got = attention_entropy([layer_0, layer_1], np.array([[1, 1, 1, 0]]))
+    np.testing.assert_allclose(got, [[0.0, np.log(2) / np.log(3)], [1.0, 1.0]])
+
+
 def test_mlm_head_is_tied_to_the_token_embedding():
     model = BertPretrainer(tiny_backbone())
     names = [w.path for w in model.weights]
@@ -206,6 +253,9 @@ assert out["mlm_logits"].shape == (4, 3, 97) and out["nsp_logits"].shape == (4, 
 loss = float(model.compute_loss(x, y, out, w))
 logs = model.train_on_batch(x, y, sample_weight=w, return_dict=True)
 assert np.isfinite(logs["loss"]) and "mlm_accuracy" in logs, logs
+inputs = {k: x[k] for k in ("token_ids", "segment_ids", "padding_mask")}
+p = model.backbone.attention_probabilities(inputs)
+assert len(p) == 2 and np.allclose(np.asarray(p[0]).sum(-1), 1.0, atol=1e-5)
 print("ok", loss)
 """
     env = dict(

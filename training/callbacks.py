@@ -133,6 +133,53 @@ class HistoryCSV(keras.callbacks.Callback):
                 writer.writerows(self.rows)
 
 
+def attention_entropy(probabilities, padding_mask) -> np.ndarray:
+    """(layers, heads): each head's attention entropy, as a fraction of the
+    entropy of attending evenly to the sequence's real tokens, averaged over the
+    real query tokens. 1 looks everywhere alike; 0 looks at one token only.
+
+    `probabilities`: a list of (B, N, T, T) attention weights, one per layer
+    (`BertBackbone.attention_probabilities`); `padding_mask`: (B, T), 1 on real
+    tokens.
+    """
+    mask = np.asarray(padding_mask).astype(bool)
+    # log(real tokens) is the most a row can have; a one-token sequence has none.
+    uniform = np.log(np.maximum(mask.sum(-1), 2))[:, None, None]  # (B, 1, 1)
+    queries = mask[:, None, :]  # (B, 1, T)
+    fractions = []
+    for layer in probabilities:
+        p = np.asarray(layer, dtype=np.float64)
+        entropy = -np.sum(p * np.log(np.where(p > 0, p, 1.0)), axis=-1)  # (B, N, T)
+        per_query = np.where(queries, entropy / uniform, 0.0)
+        fractions.append(per_query.sum((0, 2)) / queries.sum())
+    return np.stack(fractions)
+
+
+class AttentionEntropy(keras.callbacks.Callback):
+    """Adds `attention_entropy_min` and `attention_entropy_mean` to every
+    epoch's logs (so to history.csv and TensorBoard): `attention_entropy` of the
+    model's backbone on one fixed batch.
+
+    A minimum near 0 early in pretraining means a head has collapsed onto one
+    token (typically [SEP]); a learning rate too high for the model does that,
+    and masked-LM accuracy then stalls at word frequencies (README, Pretraining).
+    """
+
+    def __init__(self, inputs: dict):
+        super().__init__()
+        self.inputs = inputs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        backbone = self.model.backbone
+        fractions = attention_entropy(
+            backbone.attention_probabilities(self.inputs), self.inputs["padding_mask"]
+        )
+        logs["attention_entropy_min"] = float(fractions.min())
+        logs["attention_entropy_mean"] = float(fractions.mean())
+
+
 def last_history_row(path: str) -> dict[str, float]:
     """The metrics of the last epoch in `history.csv` ({} when there is none)."""
     if not os.path.exists(path):

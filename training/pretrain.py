@@ -195,6 +195,7 @@ def pretrain(
     kind = strategy_kind(strategy)
 
     from keras_bert_lite.training.callbacks import (
+        AttentionEntropy,
         HistoryCSV,
         RunCheckpoint,
         StopAtStep,
@@ -432,7 +433,14 @@ def pretrain(
         held_out_ds = _data_sharded(held_out, workers)
         # Counting the held-out batches (as far as the cap) tells Keras where
         # evaluation ends, and an empty share is caught before training starts.
-        validation_steps = sum(1 for _ in held_out)
+        # Attention is inspected on the first 8 held-out sequences.
+        for inputs, *_ in held_out:
+            if not validation_steps:
+                attention_batch = {
+                    k: inputs[k][:8]
+                    for k in ("token_ids", "segment_ids", "padding_mask")
+                }
+            validation_steps += 1
         if validation_steps < workers.count:
             log("note: no documents fell in the held-out share; skipping evaluation")
             held_out_ds = None
@@ -467,6 +475,8 @@ def pretrain(
     throughput = Throughput(micro_batch * data_config.seq_len)
     callbacks = [StopOnNonFinite(checkpoint_dir), StopAtStep(total_steps), throughput]
     if workers.chief:  # the others compute the same and write nothing
+        if held_out_ds is not None:  # ahead of the callbacks that write the logs
+            callbacks.append(AttentionEntropy(attention_batch))
         callbacks += [
             # The history row before the checkpoint: a crash between the two repeats
             # the epoch, whose row HistoryCSV then replaces.

@@ -83,16 +83,31 @@ class TransformerEncoder(keras.layers.Layer):
         self.output_norm.build(input_shape)
         self.built = True
 
-    def call(self, x, padding_mask, training=None):
+    def _heads(self, x, padding_mask):
+        """Query, key, value (B, T, N, H) and the key mask (B, 1, 1, T)."""
         batch, length = ops.shape(x)[0], ops.shape(x)[1]
         qkv = ops.reshape(
             self.qkv(x), (batch, length, 3, self.num_heads, self.head_dim)
         )
-        query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, T, N, H)
         # Padding keys get no attention: (B, 1, 1, T) broadcasts over heads and queries.
         # A reshape, not `[:, None, None, :]`: the TFLite converter cannot lower that
         # strided slice when both batch and length are dynamic (raw-text exports).
         mask = ops.reshape(ops.cast(padding_mask, "bool"), (batch, 1, 1, length))
+        return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], mask
+
+    def attention_probabilities(self, x, padding_mask):
+        """The attention weights `call` applies, (B, N, T, T) in float32: each
+        query's row over the keys, 0 on padding keys. For inspection only; `call`
+        never materialises them."""
+        query, key, _, mask = self._heads(x, padding_mask)
+        scores = ops.einsum(
+            "bqnh,bknh->bnqk", ops.cast(query, "float32"), ops.cast(key, "float32")
+        ) / ops.sqrt(ops.cast(self.head_dim, "float32"))
+        return ops.softmax(ops.where(mask, scores, -1e9), axis=-1)
+
+    def call(self, x, padding_mask, training=None):
+        batch, length = ops.shape(x)[0], ops.shape(x)[1]
+        query, key, value, mask = self._heads(x, padding_mask)  # (B, T, N, H)
         attended = ops.dot_product_attention(query, key, value, mask=mask)  # (B,T,N,H)
         attended = ops.reshape(
             attended, (batch, length, self.num_heads * self.head_dim)

@@ -128,6 +128,17 @@ class BertBackbone(keras.Model):
     def token_embedding(self) -> keras.layers.Embedding:
         return self.embeddings.token_embedding
 
+    def attention_probabilities(self, inputs: dict) -> list:
+        """Every encoder layer's attention weights, (B, N, T, T) each, for the
+        batch `inputs` (token_ids, segment_ids, padding_mask), in inference mode."""
+        padding_mask = inputs["padding_mask"]
+        x = self.embeddings(inputs["token_ids"], inputs["segment_ids"], training=False)
+        weights = []
+        for layer in self.encoder_layers:
+            weights.append(layer.attention_probabilities(x, padding_mask))
+            x = layer(x, padding_mask, training=False)
+        return weights
+
     def bert_config(self) -> BertConfig:
         return BertConfig(
             **{k: getattr(self, k) for k in BertConfig.__dataclass_fields__}
