@@ -102,8 +102,10 @@ class InstanceBuilder:
     With `nsp=True` each instance is (A, B, label): A is one or more whole sentences,
     B the true continuation (IsNext) or, half of the time, a run of sentences from a
     different document (NotNext, and the sentences of this document that B did not use
-    are put back). With `nsp=False`, each document's tokens are cut into contiguous
-    segments of full length (label IS_NEXT, B empty).
+    are put back). A sentence left alone at the end of its document (a one-sentence
+    document, say) has no next sentence: its IsNext pair splits it in two. With
+    `nsp=False`, each document's tokens are cut into contiguous segments of full
+    length (label IS_NEXT, B empty).
 
     Args:
         seq_len: tokens per packed example, special tokens included.
@@ -186,10 +188,16 @@ class InstanceBuilder:
                     if i + 1 < len(doc):  # B needs a true continuation: take one more
                         i += 1
                         chunk.append(doc[i])
-                    elif pool or recent:
-                        # A lone last sentence has no continuation. BERT's code makes
-                        # it NotNext, which tilts the labels off 50/50 (by about two
-                        # points on real corpora); we leave the sentence out instead.
+                    elif len(chunk[0]) >= 2 and (pool or recent):
+                        # A lone last sentence has no next sentence. BERT's code
+                        # makes it NotNext, which tilts the labels off 50/50: by
+                        # about two points on real corpora, and most of the way to
+                        # NotNext when many documents are one sentence (reviews,
+                        # tweets). Its IsNext pair continues the sentence instead:
+                        # A is a first part of it and B the rest.
+                        cut = rng.randint(1, len(chunk[0]) - 1)
+                        chunk = [chunk[0][:cut], chunk[0][cut:]]
+                    elif pool or recent:  # a one-token sentence: left out
                         chunk, length = [], 0
                         target = new_target()
                         i += 1
