@@ -131,8 +131,8 @@ def test_tiny_model_fine_tunes_and_loss_falls(task, task_data, vocab, tmp_path):
         patience=5,
         doc_stride=48,
         crf=crf,
-        # XLA compiling the CRF step took ~3 of this test's 4.5 minutes on 2 cores;
-        # the XLA fine-tuning step is exercised by the other tasks.
+        # The CRF under XLA is tested in test_crf; compiling the whole tagger
+        # again here would add a minute or two to the default test run.
         jit_compile=False if crf else "auto",
         log=lambda s: None,
         verbose=0,
