@@ -182,6 +182,13 @@ def main() -> int:
                         help="encoder dropout while fine-tuning, for runs "
                         "pretrained without it (default: the run's)")  # fmt: skip
     args = parser.parse_args()
+    names = [name for name, *_ in TASKS]
+    unknown = sorted(set(args.only or ()) - set(names))
+    if unknown:  # "a,b" is one name: it would match nothing and run nothing
+        parser.error(
+            f"--only: unknown task(s) {', '.join(unknown)}; choose from "
+            f"{' '.join(names)} (separated by spaces)"
+        )
     os.makedirs(args.out, exist_ok=True)
     results_file = os.path.join(args.out, "results.json")
     results = {}
