@@ -88,7 +88,7 @@ class CRF(keras.layers.Layer):
         length = emissions.shape[1]
         if isinstance(length, int):
             alpha = _forward_by_products(alpha, emissions, mask, transitions)
-        else:  # eager or graph without XLA: a loop of any length
+        else:  # a length known only at run time (a graph traced with T = None)
 
             def step(t, alpha):
                 emitted = ops.take(emissions, t, axis=1)  # (B, C)
