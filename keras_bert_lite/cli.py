@@ -242,18 +242,34 @@ def _pretrain_options(args) -> dict:
     )
 
 
+# The command-line option (argparse dest) behind each pretrain() option of another name.
+_FLAG = {"jit_compile": "xla", "nsp": "no_nsp", "lowercase": "cased"}
+
+
+def _given_options(argv: list[str]) -> set[str]:
+    """The options (argparse dests) that `argv` gives, defaults left out."""
+    parser = build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                for option in sub._actions:
+                    option.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
 def _cmd_pretrain(args) -> dict:
     from keras_bert_lite.training import pretrain
 
     options = _pretrain_options(args)
     if args.resume:
-        # Only what the command line sets away from its defaults; pretrain() says
-        # which of those a resumed run can take.
-        defaults = build_parser().parse_args(["pretrain", "--out", args.out])
+        # Only the options the command line gives (a default value given on purpose
+        # counts: `--learning-rate 3e-4` on a run started at 1e-3 changes it);
+        # pretrain() says which of those a resumed run can take.
+        given = _given_options(args.argv)
         fixed = [
             name
             for name in ("corpus", "vocab", "vocab_size", "model", "format", "records")
-            if getattr(args, name) != getattr(defaults, name)
+            if name in given
         ]
         if fixed:
             flags = ", ".join("--" + name.replace("_", "-") for name in fixed)
@@ -263,8 +279,7 @@ def _cmd_pretrain(args) -> dict:
                 f"{'them' if len(fixed) > 1 else 'it'}, or start a new run in "
                 "another --out"
             )
-        default_options = _pretrain_options(defaults)
-        options = {k: v for k, v in options.items() if v != default_options.get(k)}
+        options = {k: v for k, v in options.items() if _FLAG.get(k, k) in given}
     if args.records and args.corpus:
         raise KblError("give --corpus or --records, not both")
     result = pretrain(
@@ -654,7 +669,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         action="store_true",
         help="continue the run in --out from its last checkpoint; --steps or "
-        "--epochs, the learning-rate schedule and the runtime switches may change",
+        "--epochs, the learning-rate schedule, the runtime switches and --seq-len "
+        "may change",
     )
     p.add_argument(
         "--json",
@@ -832,6 +848,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     if not args.debug:
         _quiet_tensorflow()
     try:

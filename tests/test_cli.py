@@ -143,10 +143,32 @@ def test_vocab_then_tiny_pretraining_then_resume(corpus, tmp_path):
     assert config["resumes"] == [
         {"step": 12, "train": {"steps": [12, 16], "learning_rate": [3e-4, 5e-4]}}
     ]
+
+    # BERT's second phase: longer sequences from the checkpoint on, masked slots
+    # following; an option given at its default value counts (3e-4 is the default).
+    phase2 = kbl(
+        "pretrain", "--out", str(run), "--resume", "--steps", "20",
+        "--seq-len", "64", "--learning-rate", "3e-4",
+    )  # fmt: skip
+    assert phase2.returncode == 0, phase2.stderr
+    for said in ("seq_len 32 -> 64", "max_predictions 5 -> 10", "0.0005 -> 0.0003"):
+        assert said in phase2.stdout, phase2.stdout
+    assert "20 steps of 8 x 64 tokens" in phase2.stdout
+    config = json.loads((run / "config.json").read_text())
+    assert (config["data"]["seq_len"], config["data"]["max_predictions"]) == (64, 10)
+    assert config["train"]["learning_rate"] == 3e-4
+    assert config["resumes"][-1] == {
+        "step": 16,
+        "train": {"steps": [16, 20], "learning_rate": [5e-4, 3e-4]},
+        "data": {"seq_len": [32, 64], "max_predictions": [5, 10]},
+    }
+    with open(run / "history.csv") as f:
+        assert len(list(csv.DictReader(f))) == 5
     for extra, says in (
-        (["--seq-len", "64"], "started with seq_len=32"),
+        (["--seq-len", "1024"], "longer than the model's max_sequence_length 512"),
+        (["--whole-word-mask"], "started with whole_word_mask=False"),
         (["--dropout", "0.2"], "started with dropout=0.05"),
-        (["--steps", "8"], "the run is at step 16"),
+        (["--steps", "8"], "the run is at step 20"),
         (["--vocab", str(vocab)], "--vocab with --resume"),
     ):
         refused = kbl("pretrain", "--out", str(run), "--resume", *extra)

@@ -56,6 +56,11 @@ RESUMABLE = (
     "jit_compile",
     "steps_per_execution",
 )
+# Data options that may change on resume: BERT's second phase trains the first
+# phase's checkpoint on longer sequences (128 -> 512). A max_predictions derived
+# from seq_len follows it.
+RESUMABLE_DATA = ("seq_len",)
+_DATA_CHANGES = ("seq_len", "max_predictions")
 
 
 def _resume_changes(config: dict, config_path: str, options: dict) -> dict:
@@ -69,14 +74,22 @@ def _resume_changes(config: dict, config_path: str, options: dict) -> dict:
             old = config[section].get(key)
             if new == old or (section == "train" and new is None):
                 continue
-            if section != "train" or key not in RESUMABLE:
+            if key not in {"train": RESUMABLE, "data": RESUMABLE_DATA}.get(section, ()):
                 raise KblError(
                     f"{config_path}: the run was started with {key}={old!r}; a "
                     f"resumed run keeps its {section} settings (got {key}={new!r}). "
-                    f"Only {', '.join(RESUMABLE)} can change on resume; drop the "
-                    "option, or start a new run in another --out"
+                    f"Only {', '.join(RESUMABLE + RESUMABLE_DATA)} can change on "
+                    "resume; drop the option, or start a new run in another --out"
                 )
             changes[key] = (old, new)
+    if "seq_len" in changes:
+        data = config["data"]
+        (old_len, new_len), rate = changes["seq_len"], data.get("mask_rate", 0.15)
+        if data.get("max_predictions") == max(1, round(rate * old_len)):
+            changes["max_predictions"] = (
+                data["max_predictions"],
+                max(1, round(rate * new_len)),
+            )
     # The length is steps or epochs: giving one replaces the other.
     for key, other in (("steps", "epochs"), ("epochs", "steps")):
         if key in changes and config["train"].get(other) is not None:
@@ -125,9 +138,10 @@ def pretrain(
         vocabulary_size: size of the vocabulary to learn when `vocab` is None.
         resume: continue the run in `out` from its last checkpoint. `options` may
             then change the fields in `RESUMABLE` (length, learning-rate schedule,
-            runtime switches), recorded in config.json; any other that differs
-            from the run's config is an error, as are `corpus`, `vocab`, `model`,
-            `vocabulary_size` and `records` (the run keeps its own).
+            runtime switches) and `seq_len`, recorded in config.json; any other
+            that differs from the run's config is an error, as are `corpus`,
+            `vocab`, `model`, `vocabulary_size` and `records` (the run keeps its
+            own).
         corpus_format: "auto", "bert", "jsonl" or "text".
         records: a directory of examples prepared by `kbl prepare` to train on
             instead of a corpus (its vocabulary and data config come with it).
@@ -171,7 +185,8 @@ def pretrain(
         started_with = _train_section(config, config_path)
         changes = _resume_changes(config, config_path, options)
         train_config = dataclasses.replace(
-            started_with, **{key: new for key, (_, new) in changes.items()}
+            started_with,
+            **{k: new for k, (_, new) in changes.items() if k not in _DATA_CHANGES},
         )
     else:
         changes = {}
@@ -223,7 +238,14 @@ def pretrain(
     if resume:
         model_config = BertConfig.from_dict(config["model"], f"{config_path}: model")
         data_config = DataConfig.from_dict(config["data"], f"{config_path}: data")
+        longer = {k: new for k, (_, new) in changes.items() if k in _DATA_CHANGES}
+        data_config = dataclasses.replace(data_config, **longer)
         records = config.get("records")
+        if records is not None and longer:
+            raise KblError(
+                f"{records}: the run trains on prepared records, which fix seq_len; "
+                "prepare records of the new length and start a run on them"
+            )
         files = config.get("corpus")
         if records is None and (
             not isinstance(files, list) or not all(isinstance(f, str) for f in files)
@@ -365,8 +387,12 @@ def pretrain(
             )
         if workers.chief:
             config["train"] = train_config.to_dict()
+            config["data"] = data_config.to_dict()
+            record = {"step": reached, "train": {}, "data": {}}
+            for key, change in changes.items():
+                record["data" if key in _DATA_CHANGES else "train"][key] = list(change)
             config.setdefault("resumes", []).append(
-                {"step": reached, "train": {k: list(v) for k, v in changes.items()}}
+                {k: v for k, v in record.items() if v != {}}
             )
             write_json(config_path, config)
         said = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changes.items())
