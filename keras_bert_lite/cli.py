@@ -291,6 +291,7 @@ def _cmd_pretrain(args) -> dict:
         resume=args.resume,
         corpus_format=args.format,
         records=args.records,
+        until=args.until,
         tpu=args.tpu,
         **options,
     )
@@ -671,6 +672,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the run in --out from its last checkpoint; --steps or "
         "--epochs, the learning-rate schedule, the runtime switches and --seq-len "
         "may change",
+    )
+    p.add_argument(
+        "--until",
+        type=_positive_int,
+        help="stop at this step of the --steps schedule (a checkpoint step) and "
+        "write the weights; --resume continues the schedule (a phase of a run)",
     )
     p.add_argument(
         "--json",

@@ -146,25 +146,30 @@ def test_vocab_then_tiny_pretraining_then_resume(corpus, tmp_path):
 
     # BERT's second phase: longer sequences from the checkpoint on, masked slots
     # following; an option given at its default value counts (3e-4 is the default).
+    # --until stops at a step of the schedule, which stays 24 steps long.
     phase2 = kbl(
-        "pretrain", "--out", str(run), "--resume", "--steps", "20",
-        "--seq-len", "64", "--learning-rate", "3e-4",
+        "pretrain", "--out", str(run), "--resume", "--steps", "24",
+        "--seq-len", "64", "--learning-rate", "3e-4", "--until", "20",
     )  # fmt: skip
     assert phase2.returncode == 0, phase2.stderr
     for said in ("seq_len 32 -> 64", "max_predictions 5 -> 10", "0.0005 -> 0.0003"):
         assert said in phase2.stdout, phase2.stdout
-    assert "20 steps of 8 x 64 tokens" in phase2.stdout
+    assert "24 steps of 8 x 64 tokens" in phase2.stdout
+    assert "stopping at step 20 (until)" in phase2.stdout
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 20
     config = json.loads((run / "config.json").read_text())
     assert (config["data"]["seq_len"], config["data"]["max_predictions"]) == (64, 10)
-    assert config["train"]["learning_rate"] == 3e-4
+    assert (config["train"]["learning_rate"], config["train"]["steps"]) == (3e-4, 24)
     assert config["resumes"][-1] == {
         "step": 16,
-        "train": {"steps": [16, 20], "learning_rate": [5e-4, 3e-4]},
+        "train": {"steps": [16, 24], "learning_rate": [5e-4, 3e-4]},
         "data": {"seq_len": [32, 64], "max_predictions": [5, 10]},
     }
     with open(run / "history.csv") as f:
         assert len(list(csv.DictReader(f))) == 5
     for extra, says in (
+        (["--until", "22"], "a multiple of the evaluation interval, 4"),
+        (["--until", "16"], "from the run's step 20 to the end of its schedule, 24"),
         (["--seq-len", "1024"], "longer than the model's max_sequence_length 512"),
         (["--whole-word-mask"], "started with whole_word_mask=False"),
         (["--dropout", "0.2"], "started with dropout=0.05"),

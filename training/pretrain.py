@@ -116,6 +116,7 @@ def pretrain(
     resume: bool = False,
     corpus_format: str = "auto",
     records: str | None = None,
+    until: int | None = None,
     tpu: str | None = None,
     log: Callable[[str], None] = print,
     verbose: int | str = "auto",
@@ -145,6 +146,9 @@ def pretrain(
         corpus_format: "auto", "bert", "jsonl" or "text".
         records: a directory of examples prepared by `kbl prepare` to train on
             instead of a corpus (its vocabulary and data config come with it).
+        until: stop at this step of the schedule (a checkpoint step) and write the
+            weights; the schedule stays `steps` long and `resume=True` continues
+            it (phases: 90% of a run at 128 tokens, then `seq_len=512`).
         tpu: the TPU to connect to with strategy "tpu" (None: the local one).
         log: where progress lines go.
         verbose: Keras progress display (1 bar, 2 one line per epoch, "auto").
@@ -376,8 +380,17 @@ def pretrain(
         found = latest_checkpoint(checkpoint_dir)
     if found:
         initial_epoch = found[1]["epoch"]
+    reached = found[1]["step"] if found else 0
+    stop = total_steps
+    if until is not None:
+        if until % eval_every or not reached <= until <= total_steps:
+            raise KblError(
+                f"until {until}: give a checkpoint step (a multiple of the "
+                f"evaluation interval, {eval_every}) from the run's step {reached} "
+                f"to the end of its schedule, {total_steps}"
+            )
+        stop, num_epochs = until, until // eval_every
     if changes:
-        reached = found[1]["step"] if found else 0
         if total_steps < reached:
             raise KblError(
                 f"{out}: the run is at step {reached} (its last checkpoint); a "
@@ -499,7 +512,7 @@ def pretrain(
             )
 
     throughput = Throughput(micro_batch * data_config.seq_len)
-    callbacks = [StopOnNonFinite(checkpoint_dir), StopAtStep(total_steps), throughput]
+    callbacks = [StopOnNonFinite(checkpoint_dir), StopAtStep(stop), throughput]
     if workers.chief:  # the others compute the same and write nothing
         if held_out_ds is not None:  # ahead of the callbacks that write the logs
             callbacks.append(AttentionEntropy(attention_batch))
@@ -520,7 +533,9 @@ def pretrain(
         + f"), {train_config.optimizer}, {total_steps} steps of {batch} x "
         f"{data_config.seq_len} tokens"
         + (f" in {accumulation} micro-batches" if accumulation > 1 else "")
-        + f", evaluation every {eval_every} steps -> {out}"
+        + f", evaluation every {eval_every} steps"
+        + (f", stopping at step {stop} (until)" if stop < total_steps else "")
+        + f" -> {out}"
     )
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
