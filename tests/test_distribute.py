@@ -56,6 +56,12 @@ def _argv(setup, out, *extra) -> list[str]:
     ]  # fmt: skip
 
 
+def _resume_argv(out, *extra) -> list[str]:
+    """The run continued: the corpus, vocabulary and model come from its config."""
+    return [sys.executable, "-m", "keras_bert_lite", "pretrain", "--out", str(out),
+            "--resume", *extra]  # fmt: skip
+
+
 def _losses(run) -> list[float]:
     with open(os.path.join(run, "history.csv"), encoding="utf-8") as f:
         return [float(row["loss"]) for row in csv.DictReader(f)]
@@ -100,12 +106,12 @@ def _env(**extra) -> dict:
     return env
 
 
-def _run_until_first_checkpoint_then_resume(commands, run, logs) -> None:
-    """Starts `commands` together, SIGKILLs them all once the first checkpoint is
-    named in state.json, then starts them again with --resume and waits."""
+def _run_until_first_checkpoint_then_resume(starts, resumes, envs, run, logs):
+    """Starts the `starts` commands together, SIGKILLs them all once the first
+    checkpoint is named in state.json, then runs the `resumes` ones and waits."""
     state = os.path.join(run, "checkpoints", "state.json")
     processes = [subprocess.Popen(c, env=e, stdout=f, stderr=subprocess.STDOUT)
-                 for c, e, f in zip(*commands, logs, strict=True)]  # fmt: skip
+                 for c, e, f in zip(starts, envs, logs, strict=True)]  # fmt: skip
     deadline = time.time() + 300
     while not os.path.exists(state):
         assert time.time() < deadline, "no checkpoint within 5 minutes"
@@ -115,9 +121,8 @@ def _run_until_first_checkpoint_then_resume(commands, run, logs) -> None:
         p.send_signal(signal.SIGKILL)
         p.wait()
     assert json.load(open(state))["step"] == 3
-    resumed = [subprocess.Popen([*c, "--resume"], env=e, stdout=f,
-                                stderr=subprocess.STDOUT)
-               for c, e, f in zip(*commands, logs, strict=True)]  # fmt: skip
+    resumed = [subprocess.Popen(c, env=e, stdout=f, stderr=subprocess.STDOUT)
+               for c, e, f in zip(resumes, envs, logs, strict=True)]  # fmt: skip
     for p in resumed:
         assert p.wait(timeout=300) == 0, "a resumed worker failed"
 
@@ -132,24 +137,27 @@ def test_two_workers_train_checkpoint_resume_and_match_one_worker(setup, tmp_pat
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     mw = tmp_path / "two-workers"
-    commands = (
-        [_argv(setup, mw, "--strategy", "multiworker")] * 2,
-        [
-            _env(
-                TF_CONFIG=json.dumps(
-                    {"cluster": cluster, "task": {"type": "worker", "index": i}}
-                )
+    envs = [
+        _env(
+            TF_CONFIG=json.dumps(
+                {"cluster": cluster, "task": {"type": "worker", "index": i}}
             )
-            for i in range(2)
-        ],  # fmt: skip
-    )
+        )
+        for i in range(2)
+    ]
     logs = [open(tmp_path / f"worker{i}.log", "w") for i in range(2)]
-    _run_until_first_checkpoint_then_resume(commands, str(mw), logs)
+    _run_until_first_checkpoint_then_resume(
+        [_argv(setup, mw, "--strategy", "multiworker")] * 2,
+        [_resume_argv(mw, "--strategy", "multiworker")] * 2,
+        envs,
+        str(mw),
+        logs,
+    )
 
     single = tmp_path / "one-worker"
     log = open(tmp_path / "single.log", "w")
     _run_until_first_checkpoint_then_resume(
-        ([_argv(setup, single)], [_env()]), str(single), [log]
+        [_argv(setup, single)], [_resume_argv(single)], [_env()], str(single), [log]
     )
     # Only the chief wrote: one history, one set of checkpoints, no stray files.
     assert sorted(os.listdir(mw)) == sorted(os.listdir(single))
