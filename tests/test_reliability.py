@@ -758,8 +758,8 @@ def test_a_resumed_run_is_lengthened_at_its_own_evaluation_interval(tmp_path):
     quiet = dict(log=lambda s: None, verbose=0)
     with pytest.raises(KblError, match="at step 20 .*Give --steps 20 or more"):
         pretrain(None, str(run), resume=True, steps=10, **quiet)
-    with pytest.raises(KblError, match="started with seq_len=16"):
-        pretrain(None, str(run), resume=True, steps=30, seq_len=32, **quiet)
+    with pytest.raises(KblError, match="started with whole_word_mask=False"):
+        pretrain(None, str(run), resume=True, steps=30, whole_word_mask=True, **quiet)
     with pytest.raises(KblError, match="started with batch_size=4"):
         pretrain(None, str(run), resume=True, steps=30, batch_size=8, **quiet)
     with pytest.raises(KblError, match="keeps the corpus, model it began with"):
