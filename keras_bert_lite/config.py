@@ -109,7 +109,7 @@ class DataConfig:
                 f"data config: seq_len must be an integer >= 8, got {self.seq_len!r}"
             )
         if self.max_predictions is None:
-            self.max_predictions = max(1, round(self.mask_rate * self.seq_len))
+            self.max_predictions = self.default_predictions(self.seq_len)
         if self.max_predictions < 1:
             raise KblError("data config: max_predictions must be >= 1")
         if not 0.0 < self.mask_rate < 1.0:
@@ -124,6 +124,10 @@ class DataConfig:
             raise KblError(
                 f"data config: held_out must be in [0, 1), got {self.held_out}"
             )
+
+    def default_predictions(self, seq_len: int) -> int:
+        """The masked slots per example when `max_predictions` is not given."""
+        return max(1, round(self.mask_rate * seq_len))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

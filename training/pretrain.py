@@ -60,7 +60,7 @@ RESUMABLE = (
 # phase's checkpoint on longer sequences (128 -> 512). A max_predictions derived
 # from seq_len follows it.
 RESUMABLE_DATA = ("seq_len",)
-_DATA_CHANGES = ("seq_len", "max_predictions")
+_DATA_CHANGES = (*RESUMABLE_DATA, "max_predictions")
 
 
 def _resume_changes(config: dict, config_path: str, options: dict) -> dict:
@@ -82,14 +82,6 @@ def _resume_changes(config: dict, config_path: str, options: dict) -> dict:
                     "resume; drop the option, or start a new run in another --out"
                 )
             changes[key] = (old, new)
-    if "seq_len" in changes:
-        data = config["data"]
-        (old_len, new_len), rate = changes["seq_len"], data.get("mask_rate", 0.15)
-        if data.get("max_predictions") == max(1, round(rate * old_len)):
-            changes["max_predictions"] = (
-                data["max_predictions"],
-                max(1, round(rate * new_len)),
-            )
     # The length is steps or epochs: giving one replaces the other.
     for key, other in (("steps", "epochs"), ("epochs", "steps")):
         if key in changes and config["train"].get(other) is not None:
@@ -242,10 +234,15 @@ def pretrain(
     if resume:
         model_config = BertConfig.from_dict(config["model"], f"{config_path}: model")
         data_config = DataConfig.from_dict(config["data"], f"{config_path}: data")
-        longer = {k: new for k, (_, new) in changes.items() if k in _DATA_CHANGES}
-        data_config = dataclasses.replace(data_config, **longer)
+        derived = data_config.default_predictions
+        slots = data_config.max_predictions
+        if "seq_len" in changes and slots == derived(data_config.seq_len):
+            # max_predictions was derived from seq_len: it follows it.
+            changes["max_predictions"] = (slots, derived(changes["seq_len"][1]))
+        data_changes = {k: v for k, (_, v) in changes.items() if k in _DATA_CHANGES}
+        data_config = dataclasses.replace(data_config, **data_changes)
         records = config.get("records")
-        if records is not None and longer:
+        if records is not None and data_changes:
             raise KblError(
                 f"{records}: the run trains on prepared records, which fix seq_len; "
                 "prepare records of the new length and start a run on them"
