@@ -357,6 +357,18 @@ CASES = {
         "nowhere",
         "not found",
     ),
+    # Schedule checks that come late in pretrain(): the run directory is not
+    # started before they pass, or a corrected command would be told to --resume.
+    "until_not_a_checkpoint_step": lambda t: (
+        _pretrain(t, None, "--steps", "8", "--eval-every", "4", "--until", "6"),
+        "until 6",
+        "evaluation interval, 4",
+    ),
+    "eval_every_not_a_multiple_of_steps_per_execution": lambda t: (
+        _pretrain(t, None, "--eval-every", "4", "--steps-per-execution", "3"),
+        "eval_every 4",
+        "steps_per_execution 3",
+    ),
     "resume_nothing": lambda t: (
         ["pretrain", "--out", str(t / "run"), "--resume"],
         "run",

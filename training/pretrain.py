@@ -301,10 +301,6 @@ def pretrain(
         }
         if records is not None:
             config["records"] = records
-        if workers.chief:
-            os.makedirs(out, exist_ok=True)
-            tokenizer.save(out)
-            write_json(config_path, config)
 
     _check_seq_len(data_config, model_config)
     # Deterministic weight initialisation and dropout for a given seed.
@@ -387,6 +383,12 @@ def pretrain(
                 f"to the end of its schedule, {total_steps}"
             )
         stop, num_epochs = until, until // eval_every
+    if not resume and workers.chief:
+        # Written once every option has been checked: a refused command leaves no
+        # run directory behind that would then ask for --resume.
+        os.makedirs(out, exist_ok=True)
+        tokenizer.save(out)
+        write_json(config_path, config)
     if changes:
         if total_steps < reached:
             raise KblError(
