@@ -40,7 +40,7 @@ def main() -> int:
             results.append(json.load(f))
     lines = [
         f"| task | dev metric | pretrained | random init | pretrained - random "
-        f"| classical baseline | seeds ({len(results)}) |",
+        f"| classical baseline | each seed, pretrained/random ({len(results)}) |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, _, task, *_ in TASKS:
@@ -55,7 +55,7 @@ def main() -> int:
                 for row in ("pretrained", "random", "baseline")
             )
             pairs = list(zip(pretrained, random, strict=True))
-            each = " / ".join(f"{p:.1f}-{r:.1f}" for p, r in pairs)
+            each = ", ".join(f"{p:.1f}/{r:.1f}" for p, r in pairs)
             lines.append(
                 f"| {name} | {label} | {spread(pretrained)} | {spread(random)} | "
                 f"{spread([p - r for p, r in pairs])} | "
