@@ -141,6 +141,11 @@ def baseline(args, name, task, stem, ext) -> dict | None:
     return {"dev": result, "seconds": time.time() - started}
 
 
+def percent_scale(task: str) -> int:
+    """What a dev metric is multiplied by to be shown in percent."""
+    return 1 if task == "qa" else 100  # SQuAD scores are percentages already
+
+
 def markdown(results: dict) -> str:
     lines = [
         "| task | dev metric | pretrained mini | random init | classical baseline |",
@@ -155,7 +160,7 @@ def markdown(results: dict) -> str:
     for name, _, task, *_ in TASKS:
         row = results[name]
         for key, label in METRICS[task]:
-            scale = 1 if task == "qa" else 100  # SQuAD scores are percentages already
+            scale = percent_scale(task)
             lines.append(
                 f"| {name} | {label} | {cell(row['pretrained'], key, scale)} | "
                 f"{cell(row['random'], key, scale)} | "

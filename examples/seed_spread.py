@@ -19,7 +19,7 @@ import os
 import statistics
 import sys
 
-from finetune_table import METRICS, TASKS
+from finetune_table import METRICS, TASKS, percent_scale
 
 
 def spread(values: list[float]) -> str:
@@ -48,8 +48,7 @@ def main() -> int:
         if not all(run.get("pretrained") and run.get("random") for run in runs):
             continue
         for key, label in METRICS[task]:
-            scale = 1 if task == "qa" else 100  # SQuAD scores are percentages already
-
+            scale = percent_scale(task)
             pretrained, random, baseline = (
                 [run[row]["dev"][key] * scale for run in runs if run.get(row)]
                 for row in ("pretrained", "random", "baseline")
