@@ -35,7 +35,7 @@ class BertQuestionAnswerer(TaskModel):
 
         # === Functional Model ===
         inputs = dict(backbone.input)
-        sequence = backbone(inputs)["sequence_output"]  # (B, T, D)
+        sequence = self._sequence_output(backbone, inputs)  # (B, T, D)
         logits = ops.cast(self.span_dense(sequence), "float32")  # (B, T, 2)
         padding = (1.0 - ops.cast(inputs["padding_mask"], "float32")) * -1e9
         start, end = logits[..., 0] + padding, logits[..., 1] + padding

@@ -35,6 +35,14 @@ class TaskModel(keras.Model):
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         return cls(**config)
 
+    @staticmethod
+    def _sequence_output(backbone, inputs):
+        """The backbone's per-token output (B, T, D), for tasks that read every
+        token. The pooler is not on their path to the outputs, so it is frozen:
+        the optimizer would otherwise warn, at every fit, that it has no gradient."""
+        backbone.pooler.trainable = False
+        return backbone(inputs)["sequence_output"]
+
     def _init_trackers(self):
         self.task_loss = keras.metrics.Mean(name="task_loss")
         self.task_accuracy = keras.metrics.Mean(name="accuracy")
