@@ -346,7 +346,7 @@ def format_table(report: dict) -> str:
         size = row.get("bytes") or 0
         lines.append(
             f"{name:<22} {row['input']:<5} {row['max_abs_diff']:>10.2e} "
-            f"{row[metric]:>9.4f} {size / 2**20:>7.2f}MB "
+            f"{row[metric]:>9.4f} {size / 2**20:>6.2f}MiB "
             f"{row['latency_ms']['p50']:>8.2f} {row['latency_ms']['p95']:>8.2f}"
         )
     return "\n".join(lines)
