@@ -141,7 +141,7 @@ def test_tiny_model_fine_tunes_and_loss_falls(task, task_data, vocab, tmp_path):
             verbose=0,
         )
     # Every trainable weight gets a gradient: tagging and QA do not read the
-    # pooler, which is frozen there rather than left for Keras to warn about.
+    # pooler, which they do not train rather than leave for Keras to warn about.
     missing = [
         str(w.message) for w in caught if "Gradients do not exist" in str(w.message)
     ]

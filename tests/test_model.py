@@ -1,5 +1,7 @@
 """Layers and models: shapes, padding, tied weights, loss, overfitting, round trips."""
 
+import warnings
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -195,6 +197,54 @@ def test_overfits_one_fixed_batch():
     )
     assert result["mlm_loss"] < 0.5
     assert result["mlm_accuracy"] == 1.0
+
+
+def test_task_models_train_the_weights_they_read_and_leave_the_backbone_alone():
+    """Tagging and QA read the sequence output, not the pooler: they train without it
+    (and without Keras's "Gradients do not exist" warning), while a classifier built
+    later on the same backbone object still trains its pooler."""
+    from keras_bert_lite.models import (
+        BertClassifier,
+        BertQuestionAnswerer,
+        BertTokenClassifier,
+    )
+
+    backbone = tiny_backbone()
+    tagger = BertTokenClassifier(backbone, 3)
+    reader = BertQuestionAnswerer(backbone)
+    classifier = BertClassifier(backbone, 2)
+    assert backbone.pooler.trainable
+    pooler = {id(v) for v in backbone.pooler.weights}
+    for model, reads_pooler in ((tagger, False), (reader, False), (classifier, True)):
+        trainable = {id(v) for v in model.trainable_weights}
+        frozen = {id(v) for v in model.non_trainable_weights}
+        assert {id(v) for v in model.trainable_variables} == trainable
+        assert trainable.isdisjoint(frozen)
+        assert trainable | frozen == {id(v) for v in model.weights}
+        assert (pooler <= trainable) is reads_pooler
+        assert (pooler <= frozen) is not reads_pooler
+
+    x, _, _ = batch()
+    x = {k: x[k] for k in ("token_ids", "segment_ids", "padding_mask")}
+    rng = np.random.default_rng(0)
+    targets = {
+        tagger: {"labels": rng.integers(0, 3, (B, T)).astype("int32")},
+        classifier: {"labels": rng.integers(0, 2, (B,)).astype("int32")},
+    }
+    for model, y in targets.items():
+        before = [v.numpy().copy() for v in backbone.pooler.weights]
+        embedding = backbone.token_embedding.embeddings.numpy().copy()
+        model.compile(optimizer="sgd")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.train_on_batch(x, y)
+        assert not [w for w in caught if "Gradients do not exist" in str(w.message)]
+        moved = [
+            not np.allclose(b, v.numpy())
+            for b, v in zip(before, backbone.pooler.weights, strict=True)
+        ]
+        assert moved == [model is classifier] * 2
+        assert not np.allclose(embedding, backbone.token_embedding.embeddings.numpy())
 
 
 def test_get_config_round_trip_gives_the_same_outputs(tmp_path):

@@ -21,6 +21,8 @@ class BertQuestionAnswerer(TaskModel):
         backbone: a `BertBackbone`.
     """
 
+    reads_pooler = False
+
     def __init__(self, backbone: BertBackbone, **kwargs):
         # === Layers ===
         self.backbone = backbone
@@ -35,7 +37,7 @@ class BertQuestionAnswerer(TaskModel):
 
         # === Functional Model ===
         inputs = dict(backbone.input)
-        sequence = self._sequence_output(backbone, inputs)  # (B, T, D)
+        sequence = backbone(inputs)["sequence_output"]  # (B, T, D)
         logits = ops.cast(self.span_dense(sequence), "float32")  # (B, T, 2)
         padding = (1.0 - ops.cast(inputs["padding_mask"], "float32")) * -1e9
         start, end = logits[..., 0] + padding, logits[..., 1] + padding

@@ -28,6 +28,7 @@ class BertTokenClassifier(TaskModel):
     """
 
     config_keys = ("num_classes", "dropout", "crf")
+    reads_pooler = False
 
     def __init__(
         self,
@@ -53,7 +54,7 @@ class BertTokenClassifier(TaskModel):
 
         # === Functional Model ===
         inputs = dict(backbone.input)
-        sequence = self._sequence_output(backbone, inputs)  # (B, T, D)
+        sequence = backbone(inputs)["sequence_output"]  # (B, T, D)
         logits = ops.cast(self.output_dense(self.output_dropout(sequence)), "float32")
         if self.crf_layer is not None:
             logits = self.crf_layer(logits)  # the same scores, read as emissions

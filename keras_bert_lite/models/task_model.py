@@ -35,13 +35,39 @@ class TaskModel(keras.Model):
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         return cls(**config)
 
-    @staticmethod
-    def _sequence_output(backbone, inputs):
-        """The backbone's per-token output (B, T, D), for tasks that read every
-        token. The pooler is not on their path to the outputs, so it is frozen:
-        the optimizer would otherwise warn, at every fit, that it has no gradient."""
-        backbone.pooler.trainable = False
-        return backbone(inputs)["sequence_output"]
+    # Tasks on the per-token output (tagging, QA) set this False. The pooler is then
+    # not on the path to the outputs, and this model counts its weights as
+    # non-trainable, so the optimizer does not warn at every fit that it has no
+    # gradient for them. The backbone itself is left as it is: a classifier built
+    # on the same backbone object still trains its pooler.
+    reads_pooler = True
+
+    def _split(self, trainable, non_trainable):
+        """(trainable, non-trainable) as this model trains them: every weight in
+        exactly one list, as Keras's trainers and optimizers expect."""
+        if self.reads_pooler or not hasattr(self, "backbone"):
+            return trainable, non_trainable
+        ids = {id(v) for v in self.backbone.pooler.weights}
+        unused = [v for v in trainable if id(v) in ids]
+        return [v for v in trainable if id(v) not in ids], non_trainable + unused
+
+    @property
+    def trainable_weights(self):
+        return self._split(super().trainable_weights, [])[0]
+
+    @property
+    def non_trainable_weights(self):
+        return self._split(super().trainable_weights, super().non_trainable_weights)[1]
+
+    @property
+    def trainable_variables(self):
+        return self._split(super().trainable_variables, [])[0]
+
+    @property
+    def non_trainable_variables(self):
+        return self._split(
+            super().trainable_variables, super().non_trainable_variables
+        )[1]
 
     def _init_trackers(self):
         self.task_loss = keras.metrics.Mean(name="task_loss")
