@@ -9,7 +9,8 @@ The English and Chinese pretrained runs come from `kbl pretrain` (see
 examples/pretrain_mini.sh en|zh). Every fine-tuning
 run is a `kbl finetune` command, printed before it starts; runs that already have a
 metrics.json are reused, so an interrupted table picks up where it stopped. Results go
-to OUT/results.json and OUT/results.md. On a 2-core machine two processes on one
+to OUT/results.json and OUT/results.md (the tasks run so far: "-" marks a row not run
+yet). On a 2-core machine two processes on one
 core each (`taskset -c 0 ... --rows pretrained`, `taskset -c 1 ... --rows random`)
 finish sooner than one on both.
 
@@ -146,26 +147,31 @@ def percent_scale(task: str) -> int:
     return 1 if task == "qa" else 100  # SQuAD scores are percentages already
 
 
+ROWS = ("pretrained", "random", "baseline")  # the columns, in order
+
+
 def markdown(results: dict) -> str:
+    """The table of the tasks run so far; "-" marks a row not run yet, "n/a" one the
+    task has none of (no classical baseline for QA)."""
     lines = [
         "| task | dev metric | pretrained mini | random init | classical baseline |",
         "|---|---|---|---|---|",
     ]
 
-    def cell(run, key, scale):
-        if run is None:
+    def cell(row, init, key, scale):
+        if init not in row:
+            return "-"
+        if row[init] is None:
             return "n/a"
-        return f"{run['dev'][key] * scale:.1f}"
+        return f"{row[init]['dev'][key] * scale:.1f}"
 
     for name, _, task, *_ in TASKS:
-        row = results[name]
+        if name not in results:
+            continue
+        scale = percent_scale(task)
         for key, label in METRICS[task]:
-            scale = percent_scale(task)
-            lines.append(
-                f"| {name} | {label} | {cell(row['pretrained'], key, scale)} | "
-                f"{cell(row['random'], key, scale)} | "
-                f"{cell(row['baseline'], key, scale)} |"
-            )
+            cells = [cell(results[name], init, key, scale) for init in ROWS]
+            lines.append(f"| {name} | {label} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -215,12 +221,12 @@ def main() -> int:
             json.dump(results, f, indent=2)
         os.replace(results_file + ".tmp", results_file)
         print(f"{name}: done", flush=True)
-    rows = ("baseline", "pretrained", "random")
-    if all(all(r in results.get(name, {}) for r in rows) for name, *_ in TASKS):
-        table = markdown(results)
-        with open(os.path.join(args.out, "results.md"), "w") as f:
-            f.write(table)
-        print(table)
+    table = markdown(results)  # the tasks run so far, into OUT by every process
+    md_file = os.path.join(args.out, "results.md")
+    with open(md_file + ".tmp", "w") as f:
+        f.write(table)
+    os.replace(md_file + ".tmp", md_file)
+    print(table)
     return 0
 
 
