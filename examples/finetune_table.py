@@ -18,6 +18,10 @@ Classical baselines (scikit-learn), trained on the same training subset:
 - classification: TF-IDF (word 1-2 grams; characters 1-3 for Chinese) + logistic
   regression; pairs: TF-IDF of each sentence and of their element-wise product;
 - tagging: the most frequent tag of each token in training (`O` for unseen tokens).
+
+Word-in-context records name their target word ("lemma"), which a sentence pair does
+not carry: every row reads the pairs with the word written before each sentence
+(OUT/data/wordnet_wic.*.jsonl, see `with_target_word`).
 """
 
 from __future__ import annotations
@@ -45,6 +49,45 @@ TASKS = [
      ["--seq-len", "128", "--doc-stride", "64", "--max-query-len", "32"]),
 ]  # fmt: skip
 
+
+def with_target_word(record: dict) -> dict:
+    """Word-in-context asks whether one word means the same in two sentences; the
+    pair alone does not say which word. The record's "lemma" is written before each
+    sentence ("bank : He sat on the bank"), as WiC systems give the target word."""
+    word = record.pop("lemma")
+    return {
+        **record,
+        "text_a": f"{word} : {record['text_a']}",
+        "text_b": f"{word} : {record['text_b']}",
+    }
+
+
+SPLITS = ("train", "dev")
+
+# Tasks whose records are rewritten (into OUT/data) before every row reads them.
+PREPARE = {"wic-en": with_target_word}
+
+
+def task_files(args, name, stem, ext) -> tuple[str, str]:
+    """The (train, dev) files of a task: the shared data, or its rewritten copy."""
+    files = [os.path.join(args.data, f"{stem}.{split}{ext}") for split in SPLITS]
+    if name not in PREPARE:
+        return files[0], files[1]
+    prepared = []
+    for path in files:
+        out = os.path.join(args.out, "data", os.path.basename(path))
+        if not os.path.exists(out):  # temp file, then rename: never half-written
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+            with open(path, encoding="utf-8") as f, open(out + ".tmp", "w") as g:
+                for line in f:
+                    if line.strip():
+                        record = PREPARE[name](json.loads(line))
+                        g.write(json.dumps(record, ensure_ascii=False) + "\n")
+            os.replace(out + ".tmp", out)
+        prepared.append(out)
+    return prepared[0], prepared[1]
+
+
 # (metric key in the dev metrics, how the table names it)
 METRICS = {
     "classify": [("accuracy", "acc"), ("macro_f1", "macro-F1")],
@@ -58,9 +101,8 @@ def finetune_run(args, name, language, task, stem, ext, extra, init) -> dict:
     metrics_file = os.path.join(out, "metrics.json")
     if not os.path.exists(metrics_file):
         pretrained = args.en if language == "en" else args.zh
-        command = ["kbl", "finetune", "--task", task,
-                   "--train", os.path.join(args.data, stem + ".train" + ext),
-                   "--dev", os.path.join(args.data, stem + ".dev" + ext),
+        train, dev = task_files(args, name, stem, ext)
+        command = ["kbl", "finetune", "--task", task, "--train", train, "--dev", dev,
                    "--out", out, "--max-train", str(args.max_train),
                    "--seed", str(args.seed), *extra]  # fmt: skip
         if args.backbone_dropout is not None:  # both rows: the same model
@@ -89,8 +131,7 @@ def baseline(args, name, task, stem, ext) -> dict | None:
 
     if task == "qa":
         return None
-    train = os.path.join(args.data, stem + ".train" + ext)
-    dev = os.path.join(args.data, stem + ".dev" + ext)
+    train, dev = task_files(args, name, stem, ext)
     started = time.time()
     if task == "tag":
         records = tasks.read_conll(train)
