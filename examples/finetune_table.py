@@ -76,14 +76,17 @@ def task_files(args, name, stem, ext) -> tuple[str, str]:
     prepared = []
     for path in files:
         out = os.path.join(args.out, "data", os.path.basename(path))
-        if not os.path.exists(out):  # temp file, then rename: never half-written
+        if not os.path.exists(out):
+            # Temp file, then rename: never half-written, and a second process (one
+            # per core) writing the same file at the same time does not mix lines.
             os.makedirs(os.path.dirname(out), exist_ok=True)
-            with open(path, encoding="utf-8") as f, open(out + ".tmp", "w") as g:
+            tmp = f"{out}.{os.getpid()}.tmp"
+            with open(path, encoding="utf-8") as f, open(tmp, "w") as g:
                 for line in f:
                     if line.strip():
                         record = PREPARE[name](json.loads(line))
                         g.write(json.dumps(record, ensure_ascii=False) + "\n")
-            os.replace(out + ".tmp", out)
+            os.replace(tmp, out)
         prepared.append(out)
     return prepared[0], prepared[1]
 
