@@ -10,9 +10,8 @@ examples/pretrain_mini.sh en|zh). Every fine-tuning
 run is a `kbl finetune` command, printed before it starts; runs that already have a
 metrics.json are reused, so an interrupted table picks up where it stopped. Results go
 to OUT/results.json and OUT/results.md (the tasks run so far: "-" marks a row not run
-yet). On a 2-core machine two processes on one
-core each (`taskset -c 0 ... --rows pretrained`, `taskset -c 1 ... --rows random`)
-finish sooner than one on both.
+yet). On a 2-core machine two processes on one core each (`taskset -c 0 ... --rows
+pretrained`, `taskset -c 1 ... --rows random`) finish sooner than one on both.
 
 Classical baselines (scikit-learn), trained on the same training subset:
 - classification: TF-IDF (word 1-2 grams; characters 1-3 for Chinese) + logistic
