@@ -260,15 +260,17 @@ def main() -> int:
             with open(results_file) as f:
                 results = json.load(f)
         results[name] = {**results.get(name, {}), **row}
-        with open(results_file + ".tmp", "w") as f:
+        tmp = f"{results_file}.{os.getpid()}.tmp"  # one per process, as above
+        with open(tmp, "w") as f:
             json.dump(results, f, indent=2)
-        os.replace(results_file + ".tmp", results_file)
+        os.replace(tmp, results_file)
         print(f"{name}: done", flush=True)
     table = markdown(results)  # the tasks run so far, into OUT by every process
     md_file = os.path.join(args.out, "results.md")
-    with open(md_file + ".tmp", "w") as f:
+    tmp = f"{md_file}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
         f.write(table)
-    os.replace(md_file + ".tmp", md_file)
+    os.replace(tmp, md_file)
     print(table)
     return 0
 
