@@ -33,6 +33,8 @@ import sys
 import time
 from collections import Counter, defaultdict
 
+from keras_bert_lite.io import atomic_path
+
 # name, language, kbl task, train file, dev file, extra kbl finetune options
 TASKS = [
     ("sentiment-en", "en", "classify", "cls/en/movie_snippets", ".jsonl",
@@ -76,16 +78,16 @@ def task_files(args, name, stem, ext) -> tuple[str, str]:
     for path in files:
         out = os.path.join(args.out, "data", os.path.basename(path))
         if not os.path.exists(out):
-            # Temp file, then rename: never half-written, and a second process (one
-            # per core) writing the same file at the same time does not mix lines.
-            os.makedirs(os.path.dirname(out), exist_ok=True)
-            tmp = f"{out}.{os.getpid()}.tmp"
-            with open(path, encoding="utf-8") as f, open(tmp, "w") as g:
+            # A temp file of its own per process, renamed into place (atomic_path).
+            with (
+                atomic_path(out) as tmp,
+                open(path, encoding="utf-8") as f,
+                open(tmp, "w") as g,
+            ):
                 for line in f:
                     if line.strip():
                         record = PREPARE[name](json.loads(line))
                         g.write(json.dumps(record, ensure_ascii=False) + "\n")
-            os.replace(tmp, out)
         prepared.append(out)
     return prepared[0], prepared[1]
 
@@ -260,17 +262,12 @@ def main() -> int:
             with open(results_file) as f:
                 results = json.load(f)
         results[name] = {**results.get(name, {}), **row}
-        tmp = f"{results_file}.{os.getpid()}.tmp"  # one per process, as above
-        with open(tmp, "w") as f:
+        with atomic_path(results_file) as tmp, open(tmp, "w") as f:
             json.dump(results, f, indent=2)
-        os.replace(tmp, results_file)
         print(f"{name}: done", flush=True)
     table = markdown(results)  # the tasks run so far, into OUT by every process
-    md_file = os.path.join(args.out, "results.md")
-    tmp = f"{md_file}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
+    with atomic_path(os.path.join(args.out, "results.md")) as tmp, open(tmp, "w") as f:
         f.write(table)
-    os.replace(tmp, md_file)
     print(table)
     return 0
 
