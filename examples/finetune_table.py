@@ -8,7 +8,8 @@ and against a classical baseline, all measured the same way on one machine.
 The English and Chinese pretrained runs come from `kbl pretrain` (see
 examples/pretrain_mini.sh en|zh). Every fine-tuning
 run is a `kbl finetune` command, printed before it starts; runs that already have a
-metrics.json are reused, so an interrupted table picks up where it stopped. Results go
+metrics.json are reused and a run stopped part way is continued from its last epoch
+checkpoint (`--resume`), so an interrupted table picks up where it stopped. Results go
 to OUT/results.json and OUT/results.md (the tasks run so far: "-" marks a row not run
 yet). On a 2-core machine two processes on one core each (`taskset -c 0 ... --rows
 pretrained`, `taskset -c 1 ... --rows random`) finish sooner than one on both.
@@ -117,11 +118,9 @@ def finetune_run(args, name, language, task, stem, ext, extra, init) -> dict:
             command += ["--init", "random", "--vocab",
                         os.path.join(pretrained, "vocab.txt"),
                         "--model", os.path.join(pretrained, "config.json")]  # fmt: skip
+        if os.path.exists(os.path.join(out, "config.json")):  # stopped part way
+            command.append("--resume")
         print("$", " ".join(command), flush=True)
-        if os.path.exists(out):  # a run that died before finishing: start again
-            import shutil
-
-            shutil.rmtree(out)
         subprocess.run(command, check=True)
     with open(metrics_file) as f:
         return json.load(f)
