@@ -9,7 +9,9 @@ The English and Chinese pretrained runs come from `kbl pretrain` (see
 examples/pretrain_mini.sh en|zh). Every fine-tuning
 run is a `kbl finetune` command, printed before it starts; runs that already have a
 metrics.json are reused and a run stopped part way is continued from its last epoch
-checkpoint (`--resume`), so an interrupted table picks up where it stopped. Results go
+checkpoint (`--resume`), so an interrupted table picks up where it stopped. A finished
+run whose inputs have changed since (other data; the pretrained run trained further)
+stops the script with the directory to delete: it is not reused. Results go
 to OUT/results.json and OUT/results.md (the tasks run so far: "-" marks a row not run
 yet). On a 2-core machine two processes on one core each (`taskset -c 0 ... --rows
 pretrained`, `taskset -c 1 ... --rows random`) finish sooner than one on both.
@@ -70,6 +72,13 @@ SPLITS = ("train", "dev")
 PREPARE = {"wic-en": with_target_word}
 
 
+def _read(path: str) -> str | None:
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
 def task_files(args, name, stem, ext) -> tuple[str, str]:
     """The (train, dev) files of a task: the shared data, or its rewritten copy."""
     files = [os.path.join(args.data, f"{stem}.{split}{ext}") for split in SPLITS]
@@ -78,17 +87,16 @@ def task_files(args, name, stem, ext) -> tuple[str, str]:
     prepared = []
     for path in files:
         out = os.path.join(args.out, "data", os.path.basename(path))
-        if not os.path.exists(out):
+        with open(path, encoding="utf-8") as f:
+            text = "".join(
+                json.dumps(PREPARE[name](json.loads(line)), ensure_ascii=False) + "\n"
+                for line in f
+                if line.strip()
+            )
+        if _read(out) != text:  # written once, and again if the rewrite changes
             # A temp file of its own per process, renamed into place (atomic_path).
-            with (
-                atomic_path(out) as tmp,
-                open(path, encoding="utf-8") as f,
-                open(tmp, "w") as g,
-            ):
-                for line in f:
-                    if line.strip():
-                        record = PREPARE[name](json.loads(line))
-                        g.write(json.dumps(record, ensure_ascii=False) + "\n")
+            with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as g:
+                g.write(text)
         prepared.append(out)
     return prepared[0], prepared[1]
 
@@ -101,12 +109,60 @@ METRICS = {
 }
 
 
+def digests(inputs: dict[str, str]) -> dict[str, str]:
+    """sha256 of each input file (of a pretrained run: its weights)."""
+    import hashlib
+
+    found = {}
+    for key, path in inputs.items():
+        if key == "init":
+            path = os.path.join(path, "model.weights.h5")
+        with open(path, "rb") as f:
+            found[key] = hashlib.file_digest(f, "sha256").hexdigest()
+    return found
+
+
+INPUTS = "table_inputs.json"  # a row's input digests, written when it finishes
+
+
+def stale(out: str, inputs: dict[str, str]) -> str | None:
+    """Why the finished run in `out` no longer matches what the table would give it
+    (None when it does): training or dev files with other contents, or a pretrained
+    run trained further since (`--resume --until`). Compared by content, so a table
+    directory can be moved or copied."""
+    with open(os.path.join(out, "config.json")) as f:
+        config = json.load(f)
+    recorded_file = os.path.join(out, INPUTS)
+    if os.path.exists(recorded_file):
+        with open(recorded_file) as f:
+            recorded = json.load(f)
+    else:  # rows from before INPUTS: the files the run's config names, if still there
+        recorded = {
+            key: digests({key: config[key]})[key]
+            for key in inputs
+            if config.get(key) and os.path.exists(config[key])
+        }
+    for key, digest in digests(inputs).items():
+        if key in recorded and recorded[key] != digest:
+            before = config[key]
+            if os.path.exists(before) and os.path.samefile(before, inputs[key]):
+                return f"{inputs[key]} has changed since it ran"
+            return f"it ran on {before}, which differs from {inputs[key]}"
+    return None
+
+
 def finetune_run(args, name, language, task, stem, ext, extra, init) -> dict:
     out = os.path.join(args.out, f"{name}-{init}")
     metrics_file = os.path.join(out, "metrics.json")
+    pretrained = args.en if language == "en" else args.zh
+    train, dev = task_files(args, name, stem, ext)
+    inputs = {"train_file": train, "dev_file": dev}
+    if init == "pretrained":
+        inputs["init"] = pretrained
+    reason = os.path.exists(metrics_file) and stale(out, inputs)
+    if reason:
+        raise SystemExit(f"{out}: {reason}; delete that directory to run it again")
     if not os.path.exists(metrics_file):
-        pretrained = args.en if language == "en" else args.zh
-        train, dev = task_files(args, name, stem, ext)
         command = ["kbl", "finetune", "--task", task, "--train", train, "--dev", dev,
                    "--out", out, "--max-train", str(args.max_train),
                    "--seed", str(args.seed), *extra]  # fmt: skip
@@ -121,7 +177,10 @@ def finetune_run(args, name, language, task, stem, ext, extra, init) -> dict:
         if os.path.exists(os.path.join(out, "config.json")):  # stopped part way
             command.append("--resume")
         print("$", " ".join(command), flush=True)
+        started_with = digests(inputs)
         subprocess.run(command, check=True)
+        with atomic_path(os.path.join(out, INPUTS)) as tmp, open(tmp, "w") as f:
+            json.dump(started_with, f, indent=2)
     with open(metrics_file) as f:
         return json.load(f)
 
