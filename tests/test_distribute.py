@@ -334,7 +334,7 @@ def _one_step_weights(setup, batch, accumulation: int):
     size = 8 // accumulation
     data = tf.data.Dataset.from_tensor_slices(batch).batch(size).repeat()
     before = [w.copy() for w in model.get_weights()]
-    model.fit(data, epochs=1, steps_per_epoch=accumulation, verbose=0)
+    model.fit(data, epochs=1, steps_per_epoch=accumulation, verbose=0, shuffle=False)
     return model, before, model.get_weights()
 
 
