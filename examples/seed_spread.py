@@ -1,14 +1,15 @@
 """Mean and spread over seeds of the fine-tuning table: reads the results.json that
 `examples/finetune_table.py --seed N --out DIR` wrote for several seeds (each seed
 draws its own training sample and initialisation, the same for every row) and prints,
-per task and metric, each row's values, their mean and sample standard deviation, and
-the paired difference pretrained - random.
+per task and metric, each row's values, their mean and sample standard deviation, the
+paired difference pretrained - random and a paired t-test of it.
 
     for s in 0 1 2; do python examples/finetune_table.py ... --only sentiment-en \\
         --seed $s --out runs/table-s$s; done
     python examples/seed_spread.py runs/table-s0 runs/table-s1 runs/table-s2
 
-A task is reported where every directory has its pretrained and random rows.
+Each task is reported over the directories that have both its pretrained and random
+rows (the "seeds" column), so tasks run with different numbers of seeds share a table.
 """
 
 from __future__ import annotations
@@ -23,8 +24,19 @@ from finetune_table import METRICS, TASKS, percent_scale
 
 
 def spread(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.1f} ± {sd:.1f}"
+    """Mean ± sample standard deviation (one value: the value, no spread)."""
+    if len(values) < 2:
+        return f"{values[0]:.1f}"
+    return f"{statistics.fmean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def paired_p(pretrained: list[float], random: list[float]) -> str:
+    """Two-sided paired t-test of pretrained against random over the seeds."""
+    if len(pretrained) < 2 or pretrained == random:
+        return "n/a"
+    from scipy import stats
+
+    return f"{stats.ttest_rel(pretrained, random).pvalue:.3f}"
 
 
 def main() -> int:
@@ -39,13 +51,18 @@ def main() -> int:
         with open(path) as f:
             results.append(json.load(f))
     lines = [
-        f"| task | dev metric | pretrained | random init | pretrained - random "
-        f"| classical baseline | each seed, pretrained/random ({len(results)}) |",
-        "|---|---|---|---|---|---|---|",
+        "| task | dev metric | seeds | pretrained | random init | pretrained - random "
+        "| paired t-test p | classical baseline | each seed, pretrained/random |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, _, task, *_ in TASKS:
-        runs = [r.get(name, {}) for r in results]
-        if not all(run.get("pretrained") and run.get("random") for run in runs):
+        # The directories that have both fine-tuned rows of this task.
+        runs = [
+            r[name]
+            for r in results
+            if r.get(name, {}).get("pretrained") and r[name].get("random")
+        ]
+        if not runs:
             continue
         for key, label in METRICS[task]:
             scale = percent_scale(task)
@@ -56,12 +73,13 @@ def main() -> int:
             pairs = list(zip(pretrained, random, strict=True))
             each = ", ".join(f"{p:.1f}/{r:.1f}" for p, r in pairs)
             lines.append(
-                f"| {name} | {label} | {spread(pretrained)} | {spread(random)} | "
-                f"{spread([p - r for p, r in pairs])} | "
+                f"| {name} | {label} | {len(pairs)} | {spread(pretrained)} | "
+                f"{spread(random)} | {spread([p - r for p, r in pairs])} | "
+                f"{paired_p(pretrained, random)} | "
                 f"{spread(baseline) if baseline else 'n/a'} | {each} |"
             )
     if len(lines) == 2:
-        parser.error("no task has both fine-tuned rows in every directory")
+        parser.error("no task has both fine-tuned rows in any directory")
     print("\n".join(lines))
     return 0
 
