@@ -13,24 +13,42 @@
 #       (where it left the plateau) and a last 500 of 128, the length its tasks are
 #       fine-tuned at (~1.3 s per step of 128 and ~0.7 s of 64, on one core).
 # Each phase ends at a checkpoint with the weights that `kbl finetune --init runs/NAME`
-# and examples/finetune_table.py load. An interrupted phase continues from its last
-# checkpoint with `kbl pretrain --out runs/NAME --resume --until N` (N: the phase's
-# end; a later N trains further along the same schedule). DATA defaults to
-# ../shared/data.
+# and examples/finetune_table.py load. Run again after an interruption, the script
+# skips the phases the run has reached and continues the one it stopped in from its
+# last checkpoint (`kbl pretrain --out runs/NAME --resume --until N`; a later N trains
+# further along the same schedule). DATA defaults to ../shared/data.
 set -euo pipefail
 data="${DATA:-../shared/data}"
 recipe=(--model mini --dropout 0 --steps 20000 --learning-rate 3e-4 --warmup 0.05
         --eval-every 500 --eval-batches 50)
+
+reached() {  # the step of the run's last checkpoint (0: none yet)
+  python -c 'import json, os, sys
+path = os.path.join(sys.argv[1], "checkpoints", "state.json")
+print(json.load(open(path))["step"] if os.path.exists(path) else 0)' "runs/$name"
+}
+
+phase() {  # phase SEQ_LEN UNTIL: train to step UNTIL at SEQ_LEN tokens
+  local step
+  step=$(reached)
+  if [ "$step" -ge "$2" ]; then
+    echo "runs/$name: at step $step, past this phase (--until $2)"
+  elif [ -f "runs/$name/config.json" ]; then
+    kbl pretrain --out "runs/$name" --resume --seq-len "$1" --until "$2"
+  else
+    kbl pretrain --corpus "$corpus" --out "runs/$name" "${recipe[@]}" \
+        --seq-len "$1" --until "$2"
+  fi
+}
+
 case "${1:-en}" in
-  en) name=sotu-mini
-      kbl pretrain --corpus "$data/pretrain/en/sotu.txt.gz" --out "runs/$name" \
-          "${recipe[@]}" --seq-len 64 --until 14000
+  en) name=sotu-mini corpus="$data/pretrain/en/sotu.txt.gz"
+      phase 64 14000
       title="BERT-mini on State of the Union addresses (2 CPU cores)" ;;
-  zh) name=pd-mini
-      kbl pretrain --corpus "$data/pretrain/zh/peoples_daily_199801.txt.gz" \
-          --out "runs/$name" "${recipe[@]}" --seq-len 128 --until 4000
-      kbl pretrain --out "runs/$name" --resume --seq-len 64 --until 5500
-      kbl pretrain --out "runs/$name" --resume --seq-len 128 --until 6000
+  zh) name=pd-mini corpus="$data/pretrain/zh/peoples_daily_199801.txt.gz"
+      phase 128 4000
+      phase 64 5500
+      phase 128 6000
       title="BERT-mini on People's Daily 1998-01 (2 CPU cores)" ;;
   *) echo "usage: $0 en|zh" >&2; exit 2 ;;
 esac
