@@ -142,6 +142,13 @@ def stale(out: str, inputs: dict[str, str]) -> str | None:
             for key in inputs
             if config.get(key) and os.path.exists(config[key])
         }
+        # Their pretrained run is named by directory, read as it is now: weights
+        # written after the row finished mean the run was trained further since.
+        if "init" in inputs:
+            weights = os.path.join(inputs["init"], "model.weights.h5")
+            finished = os.path.join(out, "metrics.json")
+            if os.path.getmtime(weights) > os.path.getmtime(finished):
+                return f"{weights} was written after it finished"
     for key, digest in digests(inputs).items():
         if key in recorded and recorded[key] != digest:
             before = config[key]
