@@ -36,7 +36,8 @@ import sys
 import time
 from collections import Counter, defaultdict
 
-from keras_bert_lite.io import atomic_path
+from keras_bert_lite.io import read_json, write_json, write_text
+from keras_bert_lite.run import CONFIG, WEIGHTS
 
 # name, language, kbl task, train file, dev file, extra kbl finetune options
 TASKS = [
@@ -94,9 +95,7 @@ def task_files(args, name, stem, ext) -> tuple[str, str]:
                 if line.strip()
             )
         if _read(out) != text:  # written once, and again if the rewrite changes
-            # A temp file of its own per process, renamed into place (atomic_path).
-            with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as g:
-                g.write(text)
+            write_text(out, text)  # a temp file per process, renamed into place
         prepared.append(out)
     return prepared[0], prepared[1]
 
@@ -116,7 +115,7 @@ def digests(inputs: dict[str, str]) -> dict[str, str]:
     found = {}
     for key, path in inputs.items():
         if key == "init":
-            path = os.path.join(path, "model.weights.h5")
+            path = os.path.join(path, WEIGHTS)
         with open(path, "rb") as f:
             found[key] = hashlib.file_digest(f, "sha256").hexdigest()
     return found
@@ -130,12 +129,10 @@ def stale(out: str, inputs: dict[str, str]) -> str | None:
     (None when it does): training or dev files with other contents, or a pretrained
     run trained further since (`--resume --until`). Compared by content, so a table
     directory can be moved or copied."""
-    with open(os.path.join(out, "config.json")) as f:
-        config = json.load(f)
+    config = read_json(os.path.join(out, CONFIG))
     recorded_file = os.path.join(out, INPUTS)
     if os.path.exists(recorded_file):
-        with open(recorded_file) as f:
-            recorded = json.load(f)
+        recorded = read_json(recorded_file)
     else:  # rows from before INPUTS: the files the run's config names, if still there
         recorded = {
             key: digests({key: config[key]})[key]
@@ -145,7 +142,7 @@ def stale(out: str, inputs: dict[str, str]) -> str | None:
         # Their pretrained run is named by directory, read as it is now: weights
         # written after the row finished mean the run was trained further since.
         if "init" in inputs:
-            weights = os.path.join(inputs["init"], "model.weights.h5")
+            weights = os.path.join(inputs["init"], WEIGHTS)
             finished = os.path.join(out, "metrics.json")
             if os.path.getmtime(weights) > os.path.getmtime(finished):
                 return f"{weights} was written after it finished"
@@ -180,14 +177,13 @@ def finetune_run(args, name, language, task, stem, ext, extra, init) -> dict:
         else:  # the same model and vocabulary, random weights
             command += ["--init", "random", "--vocab",
                         os.path.join(pretrained, "vocab.txt"),
-                        "--model", os.path.join(pretrained, "config.json")]  # fmt: skip
-        if os.path.exists(os.path.join(out, "config.json")):  # stopped part way
+                        "--model", os.path.join(pretrained, CONFIG)]  # fmt: skip
+        if os.path.exists(os.path.join(out, CONFIG)):  # stopped part way
             command.append("--resume")
         print("$", " ".join(command), flush=True)
         started_with = digests(inputs)
         subprocess.run(command, check=True)
-        with atomic_path(os.path.join(out, INPUTS)) as tmp, open(tmp, "w") as f:
-            json.dump(started_with, f, indent=2)
+        write_json(os.path.join(out, INPUTS), started_with)
     with open(metrics_file) as f:
         return json.load(f)
 
@@ -327,12 +323,10 @@ def main() -> int:
             with open(results_file) as f:
                 results = json.load(f)
         results[name] = {**results.get(name, {}), **row}
-        with atomic_path(results_file) as tmp, open(tmp, "w") as f:
-            json.dump(results, f, indent=2)
+        write_json(results_file, results)
         print(f"{name}: done", flush=True)
     table = markdown(results)  # the tasks run so far, into OUT by every process
-    with atomic_path(os.path.join(args.out, "results.md")) as tmp, open(tmp, "w") as f:
-        f.write(table)
+    write_text(os.path.join(args.out, "results.md"), table)
     print(table)
     return 0
 
