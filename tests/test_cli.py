@@ -124,6 +124,11 @@ def test_vocab_then_tiny_pretraining_then_resume(corpus, tmp_path):
     assert "ended at the checkpoint" in resumed.stdout
     again_metrics = json.loads((run / "metrics.json").read_text())["metrics"]
     assert again_metrics == finished["metrics"]
+    # The run's time is carried by its checkpoint into each call that resumes it.
+    state_path = run / "checkpoints" / "state.json"
+    state = json.loads(state_path.read_text())
+    assert 0 < state["seconds"] <= finished["seconds"]
+    state_path.write_text(json.dumps({**state, "seconds": 1000.0}))
 
     # --resume with --steps lengthens it (a new learning rate takes effect from the
     # checkpoint on), recorded in config.json; what fixes the data or the model, or
@@ -136,7 +141,9 @@ def test_vocab_then_tiny_pretraining_then_resume(corpus, tmp_path):
     assert "resuming with steps 12 -> 16, learning_rate 0.0003 -> 0.0005" in (
         longer.stdout
     )
-    assert json.loads((run / "metrics.json").read_text())["steps"] == 16
+    longer_metrics = json.loads((run / "metrics.json").read_text())
+    assert longer_metrics["steps"] == 16 and longer_metrics["seconds"] > 1000
+    assert json.loads(state_path.read_text())["seconds"] > 1000
     with open(run / "history.csv") as f:
         assert len(list(csv.DictReader(f))) == 4
     config = json.loads((run / "config.json").read_text())

@@ -187,14 +187,11 @@ def test_tiny_model_fine_tunes_and_loss_falls(task, task_data, vocab, tmp_path):
         assert np.abs(transitions).max() > 1e-3
 
 
-@pytest.fixture(scope="module")
-def classifier_run(task_data, vocab, tmp_path_factory) -> str:
-    """A tiny classifier fine-tuned for one epoch (dropout 0.1 in the encoder)."""
+def _fine_tune_classifier(task_data, vocab, run, **options):
     from keras_bert_lite.training.finetune import finetune
 
     train, dev = task_data["classify"]
-    run = tmp_path_factory.mktemp("classifier") / "run"
-    finetune(
+    return finetune(
         "classify",
         train,
         dev,
@@ -207,7 +204,15 @@ def classifier_run(task_data, vocab, tmp_path_factory) -> str:
         epochs=1,
         log=lambda s: None,
         verbose=0,
+        **options,
     )
+
+
+@pytest.fixture(scope="module")
+def classifier_run(task_data, vocab, tmp_path_factory) -> str:
+    """A tiny classifier fine-tuned for one epoch (dropout 0.1 in the encoder)."""
+    run = tmp_path_factory.mktemp("classifier") / "run"
+    _fine_tune_classifier(task_data, vocab, run)
     return str(run)
 
 
@@ -219,6 +224,26 @@ def test_predict_gives_labels_with_probabilities(classifier_run):
     for r in out:
         assert sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
         assert r["label"] == max(r["probabilities"], key=r["probabilities"].get)
+
+
+def test_a_resumed_run_reports_the_time_of_its_earlier_calls(
+    classifier_run, task_data, vocab, tmp_path
+):
+    """metrics.json's seconds is the run's: the checkpoint records the time so far and
+    a resumed call adds its own, rather than reporting only the last call's."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(classifier_run, run)
+    state_path = run / "checkpoints" / "state.json"
+    state = json.loads(state_path.read_text())
+    first = json.loads((run / "metrics.json").read_text())["seconds"]
+    assert 0 < state["seconds"] <= first
+    state["seconds"] = 1000.0  # as if the first call had taken 1,000 s to there
+    state_path.write_text(json.dumps(state))
+    result = _fine_tune_classifier(task_data, vocab, run, resume=True)
+    assert 1000 < result.seconds < 1000 + first + 120
+    assert json.loads((run / "metrics.json").read_text())["seconds"] == result.seconds
 
 
 def test_backbone_dropout_replaces_the_runs_and_keeps_its_weights(classifier_run):

@@ -23,6 +23,8 @@ class RunCheckpoint(keras.callbacks.Callback):
     The state file is written last and atomically, so it always names a complete
     checkpoint: a crash (or a full disk) while saving leaves the previous one in
     charge. `state` adds fields to state.json (a fine-tuning run's best score).
+    state.json's `seconds` is the run's wall time so far: `seconds_before` (what the
+    checkpoint this call resumed from recorded) plus the time since `started`.
     """
 
     def __init__(
@@ -30,17 +32,26 @@ class RunCheckpoint(keras.callbacks.Callback):
         directory: str,
         keep: int = 2,
         state: Callable[[], dict] | None = None,
+        started: float | None = None,
+        seconds_before: float = 0.0,
     ):
         super().__init__()
         self.directory = directory
         self.keep = keep
         self.state = state
+        self.started = time.time() if started is None else started
+        self.seconds_before = seconds_before
 
     def on_epoch_end(self, epoch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
         name = f"ckpt-{step:09d}.weights.h5"
         path = os.path.join(self.directory, name)
-        state = {"checkpoint": name, "epoch": epoch + 1, "step": step}
+        state = {
+            "checkpoint": name,
+            "epoch": epoch + 1,
+            "step": step,
+            "seconds": round(self.seconds_before + time.time() - self.started, 1),
+        }
         if self.state is not None:
             state.update(self.state())
         try:
@@ -213,10 +224,12 @@ def latest_checkpoint(directory: str) -> tuple[str, dict] | None:
         or not name.endswith(".weights.h5")
         or not isinstance(state.get("epoch"), int)
         or not isinstance(state.get("step"), int)
+        or not isinstance(state.get("seconds", 0.0), (int, float))
     ):
         raise KblError(
             f"{state_path}: not a checkpoint state (expected checkpoint: a "
-            "ckpt-*.weights.h5 file name in this folder, epoch and step)"
+            "ckpt-*.weights.h5 file name in this folder, epoch, step and "
+            "optionally seconds, a number)"
         )
     path = os.path.join(directory, name)
     if not os.path.isfile(path):

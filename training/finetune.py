@@ -34,7 +34,7 @@ class FinetuneResult:
     run: str  # the run directory written
     metrics: dict  # the best dev metrics
     epochs: int  # epochs trained
-    seconds: float
+    seconds: float  # wall time of the run, resumed calls included (see PretrainResult)
 
 
 @dataclasses.dataclass
@@ -497,8 +497,10 @@ def finetune(
             remove_temporaries(directory)
         found = latest_checkpoint(checkpoint_dir)
     initial_epoch = 0
+    seconds_before = 0.0
     if found:
         state = found[1]
+        seconds_before = state.get("seconds", 0.0)
         with distribution.scope():
             model.optimizer.build(model.trainable_variables)
             model.load_weights(found[0])
@@ -563,6 +565,8 @@ def finetune(
                     "best": best,
                     "threshold": options.get("threshold", 0.5),
                 },
+                started=started,
+                seconds_before=seconds_before,
             ),
         ]
     if verbose == "auto":
@@ -581,7 +585,10 @@ def finetune(
             shuffle=False,
         )
     result = FinetuneResult(
-        out, best["metrics"], progress["epochs"], time.time() - started
+        out,
+        best["metrics"],
+        progress["epochs"],
+        seconds_before + time.time() - started,
     )
     if workers.chief:
         write_json(

@@ -21,7 +21,9 @@ class PretrainResult:
     steps: int  # optimizer steps taken in total
     metrics: dict  # final held-out metrics (val_*) and last training metrics
     tokens_per_second: float  # padded tokens (batch x seq_len) per second of training
-    seconds: float  # wall time of this call
+    # Wall time of the run: this call and, for a resumed run, the calls before it up
+    # to the checkpoint it resumed from (work lost to a crash after it not counted).
+    seconds: float
 
 
 def _split_overrides(overrides: dict) -> tuple[dict, dict, dict]:
@@ -371,8 +373,10 @@ def pretrain(
             for directory in (out, checkpoint_dir):
                 remove_temporaries(directory)
         found = latest_checkpoint(checkpoint_dir)
+    seconds_before = 0.0
     if found:
         initial_epoch = found[1]["epoch"]
+        seconds_before = found[1].get("seconds", 0.0)
     reached = found[1]["step"] if found else 0
     stop = total_steps
     if until is not None:
@@ -522,7 +526,9 @@ def pretrain(
             keras.callbacks.TensorBoard(
                 os.path.join(out, "tensorboard"), update_freq=100
             ),
-            RunCheckpoint(checkpoint_dir),
+            RunCheckpoint(
+                checkpoint_dir, started=started, seconds_before=seconds_before
+            ),
         ]
     log(
         f"pretraining {model_config.num_layers}x{model_config.hidden_dim} BERT "
@@ -558,7 +564,11 @@ def pretrain(
         metrics = last_history_row(os.path.join(out, "history.csv"))
     # Tokens/s of the whole run: a step is `accumulation` micro-batches.
     result = PretrainResult(
-        out, steps, metrics, throughput.tokens_per_second(), time.time() - started
+        out,
+        steps,
+        metrics,
+        throughput.tokens_per_second(),
+        seconds_before + time.time() - started,
     )
     if workers.chief:
         with atomic_path(
