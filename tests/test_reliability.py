@@ -797,10 +797,12 @@ def test_a_resumed_run_is_lengthened_at_its_own_evaluation_interval(tmp_path):
     assert config["resumes"] == [
         {"step": 20, "train": {"steps": [20, 30], "eval_every": [None, 2]}}
     ]
-    assert read_json(str(run / "checkpoints" / "state.json")) == {
+    state = read_json(str(run / "checkpoints" / "state.json"))
+    assert state == {
         "checkpoint": "ckpt-000000030.weights.h5",
         "epoch": 15,
         "step": 30,
+        "seconds": state["seconds"],  # the run's time: tests/test_cli.py
     }
     assert read_json(str(run / "metrics.json"))["steps"] == 30
     import keras_bert_lite as kbl
@@ -904,6 +906,14 @@ def test_checkpoint_state_cannot_point_outside_the_run(tmp_path):
         )
         with pytest.raises(KblError, match="not a checkpoint state"):
             latest_checkpoint(str(directory))
+    # The run's time so far, added to by the call that resumes it, is a number.
+    (directory / "ckpt-000000001.weights.h5").write_bytes(b"x")
+    state = {"checkpoint": "ckpt-000000001.weights.h5", "epoch": 1, "step": 1}
+    (directory / "state.json").write_text(json.dumps({**state, "seconds": "ten"}))
+    with pytest.raises(KblError, match="seconds, a number"):
+        latest_checkpoint(str(directory))
+    (directory / "state.json").write_text(json.dumps({**state, "seconds": 10.5}))
+    assert latest_checkpoint(str(directory))[1]["seconds"] == 10.5
 
 
 @pytest.mark.parametrize("path", ["../elsewhere", "/etc/passwd", "a/../../x", ""])
