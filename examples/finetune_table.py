@@ -37,7 +37,7 @@ import time
 from collections import Counter, defaultdict
 
 from keras_bert_lite.io import read_json, write_json, write_text
-from keras_bert_lite.run import CONFIG, WEIGHTS
+from keras_bert_lite.run import CONFIG, VOCAB, WEIGHTS
 
 # name, language, kbl task, train file, dev file, extra kbl finetune options
 TASKS = [
@@ -176,7 +176,7 @@ def finetune_run(args, name, language, task, stem, ext, extra, init) -> dict:
             command += ["--init", pretrained]
         else:  # the same model and vocabulary, random weights
             command += ["--init", "random", "--vocab",
-                        os.path.join(pretrained, "vocab.txt"),
+                        os.path.join(pretrained, VOCAB),
                         "--model", os.path.join(pretrained, CONFIG)]  # fmt: skip
         if os.path.exists(os.path.join(out, CONFIG)):  # stopped part way
             command.append("--resume")
@@ -184,8 +184,7 @@ def finetune_run(args, name, language, task, stem, ext, extra, init) -> dict:
         started_with = digests(inputs)
         subprocess.run(command, check=True)
         write_json(os.path.join(out, INPUTS), started_with)
-    with open(metrics_file) as f:
-        return json.load(f)
+    return read_json(metrics_file)
 
 
 def baseline(args, name, task, stem, ext) -> dict | None:
@@ -310,8 +309,7 @@ def main() -> int:
     results_file = os.path.join(args.out, "results.json")
     results = {}
     if os.path.exists(results_file):
-        with open(results_file) as f:
-            results = json.load(f)
+        results = read_json(results_file)
     for name, language, task, stem, ext, extra in TASKS:
         if args.only and name not in args.only:
             continue
@@ -320,8 +318,7 @@ def main() -> int:
             row[init] = finetune_run(args, name, language, task, stem, ext, extra, init)
         # Re-read before writing: another process may be filling in other rows.
         if os.path.exists(results_file):
-            with open(results_file) as f:
-                results = json.load(f)
+            results = read_json(results_file)
         results[name] = {**results.get(name, {}), **row}
         write_json(results_file, results)
         print(f"{name}: done", flush=True)
