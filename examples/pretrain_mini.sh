@@ -9,9 +9,11 @@
 # schedule of which the table's models trained the first part (--until):
 #   en: 14,000 steps of 64 tokens (0.55-0.75 s each on 2 CPU cores; the table's run
 #       stopped at 6,500 and 10,000 and went on with `--resume --until N`);
-#   zh: 4,000 steps of 128 tokens (on BERT's first plateau all along), 1,500 of 64
-#       (where it left the plateau) and a last 500 of 128, the length its tasks are
-#       fine-tuned at (~1.3 s per step of 128 and ~0.7 s of 64, on one core).
+#   zh: 4,000 steps of 128 tokens (on BERT's first plateau all along), then 64 tokens
+#       (where it left the plateau), every 3,000th step reached after 500 of 128, the
+#       length its tasks are fine-tuned at: 6,000, 9,000 and 12,000 are checkpoints to
+#       fine-tune from, the table's the last (~1.1 s per step of 128 and ~0.65 s of 64
+#       on 2 quiet cores).
 # Each phase ends at a checkpoint with the weights that `kbl finetune --init runs/NAME`
 # and examples/finetune_table.py load. Run again after an interruption, the script
 # skips the phases the run has reached and continues the one it stopped in from its
@@ -47,8 +49,10 @@ case "${1:-en}" in
       title="BERT-mini on State of the Union addresses (2 CPU cores)" ;;
   zh) name=pd-mini corpus="$data/pretrain/zh/peoples_daily_199801.txt.gz"
       phase 128 4000
-      phase 64 5500
-      phase 128 6000
+      for until in 6000 9000 12000; do
+        phase 64 $((until - 500))
+        phase 128 "$until"
+      done
       title="BERT-mini on People's Daily 1998-01 (2 CPU cores)" ;;
   *) echo "usage: $0 en|zh" >&2; exit 2 ;;
 esac
