@@ -261,24 +261,30 @@ def _cmd_pretrain(args) -> dict:
     from keras_bert_lite.training import pretrain
 
     options = _pretrain_options(args)
-    if args.resume:
+    if args.resume or args.init:
         # Only the options the command line gives (a default value given on purpose
         # counts: `--learning-rate 3e-4` on a run started at 1e-3 changes it);
         # pretrain() says which of those a resumed run can take.
         given = _given_options(args.argv)
-        fixed = [
-            name
-            for name in ("corpus", "vocab", "vocab_size", "model", "format", "records")
-            if name in given
-        ]
+        keeps = ["vocab", "vocab_size", "model", "records"]
+        if args.resume:
+            keeps += ["corpus", "format", "init"]
+        fixed = [name for name in keeps if name in given]
         if fixed:
             flags = ", ".join("--" + name.replace("_", "-") for name in fixed)
+            drop = "them" if len(fixed) > 1 else "it"
+            if args.resume:
+                raise KblError(
+                    f"{flags} with --resume: a resumed run keeps its corpus, "
+                    "vocabulary and model (see "
+                    f"{os.path.join(args.out, 'config.json')}); drop {drop}, or "
+                    "start a new run in another --out"
+                )
             raise KblError(
-                f"{flags} with --resume: a resumed run keeps its corpus, vocabulary "
-                f"and model (see {os.path.join(args.out, 'config.json')}); drop "
-                f"{'them' if len(fixed) > 1 else 'it'}, or start a new run in "
-                "another --out"
+                f"{flags} with --init: a run started from {args.init} keeps its "
+                f"vocabulary and model; drop {drop}"
             )
+    if args.resume:
         options = {k: v for k, v in options.items() if _FLAG.get(k, k) in given}
     if args.records and args.corpus:
         raise KblError("give --corpus or --records, not both")
@@ -292,6 +298,7 @@ def _cmd_pretrain(args) -> dict:
         corpus_format=args.format,
         records=args.records,
         until=args.until,
+        init=args.init,
         tpu=args.tpu,
         **options,
     )
@@ -665,6 +672,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--records",
         help="train on examples prepared by `kbl prepare` (a directory) instead "
         "of a corpus",
+    )
+    p.add_argument(
+        "--init",
+        help="a pretraining run to start from: its vocabulary, model and weights "
+        "go on learning from --corpus (domain-adaptive pretraining)",
     )
     p.add_argument(
         "--resume",

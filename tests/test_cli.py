@@ -194,6 +194,60 @@ def test_vocab_then_tiny_pretraining_then_resume(corpus, tmp_path):
     assert model.backbone.vocabulary_size == tokenizer.vocabulary_size == len(tokens)
 
 
+def test_pretraining_goes_on_from_another_run(corpus, tmp_path):
+    """--init: a run on new text starts from another run's vocabulary, model and
+    weights (domain-adaptive pretraining), heads included."""
+    import numpy as np
+
+    import keras_bert_lite as kbl_api
+    from keras_bert_lite.data.default_data import _prose_documents
+
+    common = ["--seq-len", "32", "--batch-size", "8", "--steps", "4"]
+    common += ["--eval-every", "4", "--held-out", "0.2", "--eval-batches", "1"]
+    base, adapted = tmp_path / "base", tmp_path / "adapted"
+    done = kbl(
+        "pretrain", "--corpus", corpus, "--out", str(base), "--model", "tiny",
+        "--vocab-size", "600", *common,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    # Other documents, one JSON line each, none of them in the first run's text.
+    reviews = tmp_path / "new.jsonl"
+    docs = _prose_documents()[40:80]
+    reviews.write_text("".join(json.dumps({"text": " ".join(d)}) + "\n" for d in docs))
+    start = ["pretrain", "--init", str(base), "--corpus", str(reviews)]
+
+    # What the first run fixes cannot be given again.
+    for extra in (["--model", "mini"], ["--vocab-size", "700"]):
+        refused = kbl(*start, "--out", str(tmp_path / "no"), *extra, *common)
+        assert refused.returncode == 2 and "keeps its vocabulary" in refused.stderr
+        assert not (tmp_path / "no").exists()
+
+    # A learning rate so small that four steps move no weight by 1e-6: the run
+    # ends where it began, on the first run's weights (random ones are 0.02 off).
+    done = kbl(
+        *start, "--out", str(adapted), "--no-nsp", "--learning-rate", "1e-9",
+        *common,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"starting from the weights of {base}" in done.stdout
+    assert (adapted / "vocab.txt").read_text() == (base / "vocab.txt").read_text()
+    configs = [json.loads((r / "config.json").read_text()) for r in (base, adapted)]
+    assert configs[0]["model"] == configs[1]["model"]
+    assert configs[1]["init"] == str(base) and not configs[1]["data"]["nsp"]
+    before, after = kbl_api.load(str(base)), kbl_api.load(str(adapted))
+    assert after.nsp_head is None  # --no-nsp: the first run's NSP head is left
+    for a, b in zip(
+        before.backbone.get_weights() + before.mlm_head.get_weights(),
+        after.backbone.get_weights() + after.mlm_head.get_weights(),
+        strict=True,
+    ):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+    # Resuming keeps the run's starting point; naming it again is refused.
+    again = kbl("pretrain", "--out", str(adapted), "--resume", "--init", str(base))
+    assert again.returncode == 2 and "--init with --resume" in again.stderr
+
+
 # Slow (~60 s on 2 cores). In the default run, test_reliability resumes a run
 # mid-way from its last good checkpoint and checks that repeated epochs' history
 # rows are replaced; test_crash_resume (slow) kills one with SIGKILL.

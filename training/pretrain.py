@@ -111,6 +111,7 @@ def pretrain(
     corpus_format: str = "auto",
     records: str | None = None,
     until: int | None = None,
+    init: str | None = None,
     tpu: str | None = None,
     log: Callable[[str], None] = print,
     verbose: int | str = "auto",
@@ -143,6 +144,11 @@ def pretrain(
         until: stop at this step of the schedule (a checkpoint step) and write the
             weights; the schedule stays `steps` long and `resume=True` continues
             it (phases: 90% of a run at 128 tokens, then `seq_len=512`).
+        init: a pretraining run directory to start from instead of random weights:
+            its vocabulary, model and trained weights (heads included) go on
+            learning from `corpus` (domain-adaptive pretraining), with this call's
+            schedule and data options. Not with `vocab`, `model`,
+            `vocabulary_size` or `records`.
         tpu: the TPU to connect to with strategy "tpu" (None: the local one).
         log: where progress lines go.
         verbose: Keras progress display (1 bar, 2 one line per epoch, "auto").
@@ -162,17 +168,14 @@ def pretrain(
                 "without --resume"
             )
         # These fix what the checkpoint means; the run's own come from config.json.
-        given = [
-            name
-            for name, value, default in (
-                ("corpus", corpus, None),
-                ("vocab", vocab, None),
-                ("model", model, "mini"),
-                ("vocabulary_size", vocabulary_size, 8192),
-                ("records", records, None),
-            )
-            if value != default
-        ]
+        given = _non_defaults(
+            corpus=corpus,
+            vocab=vocab,
+            model=model,
+            vocabulary_size=vocabulary_size,
+            records=records,
+            init=init,
+        )
         if given:
             raise KblError(
                 f"{out}: a resumed run keeps the {', '.join(given)} it began with "
@@ -180,6 +183,7 @@ def pretrain(
                 "run in another directory"
             )
         config = run_dir.read_config(out)
+        init = config.get("init")
         started_with = _train_section(config, config_path)
         changes = _resume_changes(config, config_path, options)
         train_config = dataclasses.replace(
@@ -263,6 +267,21 @@ def pretrain(
                 f"{out}: already holds a run; continue it with --resume or "
                 "choose another --out"
             )
+        if init is not None:
+            fixed = _non_defaults(
+                vocab=vocab,
+                model=model,
+                vocabulary_size=vocabulary_size,
+                records=records,
+            )
+            if fixed:
+                raise KblError(
+                    f"{init}: a run started from it keeps its vocabulary and model; "
+                    f"drop {', '.join(fixed)}"
+                )
+            init = os.path.abspath(init)
+            model, lowercase = _init_source(init, model_over, data_over)
+            data_over["lowercase"] = lowercase
         if records is not None:
             manifest = prepared.read_manifest(records)
             records = os.path.abspath(records)
@@ -283,8 +302,17 @@ def pretrain(
                 corpus = [default_data.pretraining_corpus(log=log)]
             files = expand_paths(corpus)
             require_text(files, corpus_format)
-            tokenizer = corpus_tokenizer(
-                files, corpus_format, vocab, vocabulary_size, data_config.lowercase, log
+            tokenizer = (
+                run_dir.load_tokenizer(init)
+                if init is not None
+                else corpus_tokenizer(
+                    files,
+                    corpus_format,
+                    vocab,
+                    vocabulary_size,
+                    data_config.lowercase,
+                    log,
+                )
             )
         model_config = _model_config(model, model_over, tokenizer, vocab)
         _check_seq_len(data_config, model_config)
@@ -301,6 +329,8 @@ def pretrain(
             "corpus": [os.path.abspath(f) for f in files] if files else None,
             "corpus_format": corpus_format,
         }
+        if init is not None:
+            config["init"] = init
         if records is not None:
             config["records"] = records
 
@@ -513,6 +543,9 @@ def pretrain(
                 f"resumed from {found[0]} (step {found[1]['step']}, "
                 f"epoch {initial_epoch})"
             )
+        elif init is not None:
+            _copy_weights(run_dir.load(init), model)
+            log(f"starting from the weights of {init}")
 
     throughput = Throughput(micro_batch * data_config.seq_len)
     callbacks = [StopOnNonFinite(checkpoint_dir), StopAtStep(stop), throughput]
@@ -601,6 +634,53 @@ def pretrain(
         )
     )
     return result
+
+
+def _non_defaults(**values) -> list[str]:
+    """Which of pretrain()'s run-fixing arguments are given (not their default)."""
+    defaults = {"model": "mini", "vocabulary_size": 8192}
+    return [name for name, value in values.items() if value != defaults.get(name)]
+
+
+def _init_source(init: str, model_over: dict, data_over: dict) -> tuple:
+    """(model config, lowercase) of the pretraining run `init`, checked: it has
+    weights, and the options given keep its architecture and casing."""
+    source = run_dir.read_config(init)
+    where = os.path.join(init, run_dir.CONFIG)
+    if source.get("task") != "pretraining":
+        raise KblError(
+            f"{where}: a fine-tuned run (task {source.get('task')}); start from a "
+            "pretraining run"
+        )
+    if not os.path.exists(os.path.join(init, run_dir.WEIGHTS)):
+        raise KblError(
+            f"{init}: no {run_dir.WEIGHTS} yet; finish the run (or end a phase "
+            "with `kbl pretrain --resume --until N`) before starting from it"
+        )
+    reshaped = sorted(set(model_over) - {"dropout"})
+    if reshaped:
+        raise KblError(
+            f"{init}: its weights fix the architecture; drop {', '.join(reshaped)} "
+            "(only dropout may change)"
+        )
+    model = BertConfig.from_dict(source["model"], f"{where}: model")
+    lowercase = DataConfig.from_dict(source["data"], f"{where}: data").lowercase
+    if data_over.get("lowercase", lowercase) != lowercase:
+        raise KblError(
+            f"{init}: its vocabulary is {'un' if lowercase else ''}cased; drop "
+            "the casing option"
+        )
+    return model, lowercase
+
+
+def _copy_weights(source, model) -> None:
+    """The backbone and heads of one pretrainer into another (a next-sentence
+    head only where both have one)."""
+    pairs = [(source.backbone, model.backbone), (source.mlm_head, model.mlm_head)]
+    if source.nsp_head is not None and model.nsp_head is not None:
+        pairs.append((source.nsp_head, model.nsp_head))
+    for origin, target in pairs:
+        target.set_weights(origin.get_weights())
 
 
 def _train_section(config: dict, config_path: str) -> TrainConfig:
