@@ -8,10 +8,13 @@
 # Masked LM only (--no-nsp: most reviews are one sentence), peak learning rate 1e-4,
 # at the length each task is fine-tuned at: en 1,000 steps of 64 tokens (about 11
 # minutes on 2 CPU cores), zh 800 steps of 128. Run again after an interruption to go
-# on from the last checkpoint. Then, for seed S:
+# on from the last checkpoint. Then, for seed S in 0-4:
 #   python examples/finetune_table.py --en runs/sotu-mini-reviews --zh runs/pd-mini-reviews \
-#       --only sentiment-en sentiment-zh --rows pretrained --seed S \
-#       --backbone-dropout 0.1 --out runs/table-reviews-sS
+#       --only sentiment-en sentiment-zh --seed S --backbone-dropout 0.1 \
+#       --out runs/table-reviews-sS
+# (copying runs/table-sS/sentiment-*-random into runs/table-reviews-sS first reuses
+# those random rows: same vocabulary, model and seed), and compare with the table:
+#   python examples/seed_spread.py runs/table-reviews-s{0..4} --against runs/table-s{0..4}
 # DATA defaults to ../shared/data.
 set -euo pipefail
 data="${DATA:-../shared/data}"

@@ -10,6 +10,10 @@ paired difference pretrained - random and a paired t-test of it.
 
 Each task is reported over the directories that have both its pretrained and random
 rows (the "seeds" column), so tasks run with different numbers of seeds share a table.
+
+`--against DIR...` (one per directory, same seeds, same order) compares the pretrained
+rows with those of another model's table, e.g. a model adapted to the task's text
+against the one it started from: its rows, the paired difference and its t-test.
 """
 
 from __future__ import annotations
@@ -39,44 +43,91 @@ def paired_p(pretrained: list[float], random: list[float]) -> str:
     return f"{stats.ttest_rel(pretrained, random).pvalue:.3f}"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("dirs", nargs="+", help="finetune_table --out directories")
-    args = parser.parse_args()
+def read_results(directories: list[str], parser) -> list[dict]:
     results = []
-    for directory in args.dirs:
+    for directory in directories:
         path = os.path.join(directory, "results.json")
         if not os.path.exists(path):
             parser.error(f"{path}: not found; run examples/finetune_table.py first")
         with open(path) as f:
             results.append(json.load(f))
+    return results
+
+
+def dev_values(tables, seeds, name, row, key, scale) -> list[float]:
+    """One row's dev metric of a task in each of the chosen tables that has it."""
+    return [
+        tables[i][name][row]["dev"][key] * scale
+        for i in seeds
+        if tables[i][name].get(row)
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("dirs", nargs="+", help="finetune_table --out directories")
+    parser.add_argument(
+        "--against",
+        nargs="+",
+        metavar="DIR",
+        help="another model's table directories, one per DIR in the same order",
+    )
+    args = parser.parse_args()
+    results = read_results(args.dirs, parser)
+    others = read_results(args.against, parser) if args.against else None
+    if others is not None and len(others) != len(results):
+        parser.error(
+            f"--against: give one directory per DIR, in the same order "
+            f"({len(results)} and {len(others)} given)"
+        )
+    extra = " against | pretrained - against | paired t-test p |" if others else ""
     lines = [
         "| task | dev metric | seeds | pretrained | random init | pretrained - random "
-        "| paired t-test p | classical baseline | each seed, pretrained/random |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| paired t-test p | classical baseline |{extra} each seed, pretrained/random"
+        + ("/against |" if others else " |"),
+        "|---|---|---|---|---|---|---|---|"
+        + ("---|---|---|" if others else "")
+        + "---|",
     ]
     for name, _, task, *_ in TASKS:
-        # The directories that have both fine-tuned rows of this task.
-        runs = [
-            r[name]
-            for r in results
-            if r.get(name, {}).get("pretrained") and r[name].get("random")
+        # The seeds that have both fine-tuned rows of this task (and the other
+        # model's pretrained row).
+        seeds = [
+            i
+            for i, r in enumerate(results)
+            if r.get(name, {}).get("pretrained")
+            and r[name].get("random")
+            and (others is None or others[i].get(name, {}).get("pretrained"))
         ]
-        if not runs:
+        if not seeds:
             continue
         for key, label in METRICS[task]:
             scale = percent_scale(task)
+
             pretrained, random, baseline = (
-                [run[row]["dev"][key] * scale for run in runs if run.get(row)]
+                dev_values(results, seeds, name, row, key, scale)
                 for row in ("pretrained", "random", "baseline")
             )
-            pairs = list(zip(pretrained, random, strict=True))
-            each = ", ".join(f"{p:.1f}/{r:.1f}" for p, r in pairs)
+            columns = [
+                spread(pretrained),
+                spread(random),
+                spread([p - r for p, r in zip(pretrained, random, strict=True)]),
+                paired_p(pretrained, random),
+                spread(baseline) if baseline else "n/a",
+            ]
+            each = list(zip(pretrained, random, strict=True))
+            if others:
+                other = dev_values(others, seeds, name, "pretrained", key, scale)
+                columns += [
+                    spread(other),
+                    spread([p - o for p, o in zip(pretrained, other, strict=True)]),
+                    paired_p(pretrained, other),
+                ]
+                each = list(zip(pretrained, random, other, strict=True))
+            cells = " | ".join(columns)
+            seed_values = ", ".join("/".join(f"{v:.1f}" for v in vs) for vs in each)
             lines.append(
-                f"| {name} | {label} | {len(pairs)} | {spread(pretrained)} | "
-                f"{spread(random)} | {spread([p - r for p, r in pairs])} | "
-                f"{paired_p(pretrained, random)} | "
-                f"{spread(baseline) if baseline else 'n/a'} | {each} |"
+                f"| {name} | {label} | {len(seeds)} | {cells} | {seed_values} |"
             )
     if len(lines) == 2:
         parser.error("no task has both fine-tuned rows in any directory")
