@@ -280,8 +280,8 @@ def pretrain(
                     f"drop {', '.join(fixed)}"
                 )
             init = os.path.abspath(init)
-            model, lowercase = _init_source(init, model_over, data_over)
-            data_over["lowercase"] = lowercase
+            model, init_tokenizer = _init_source(init, model_over, data_over)
+            data_over["lowercase"] = init_tokenizer.lowercase
         if records is not None:
             manifest = prepared.read_manifest(records)
             records = os.path.abspath(records)
@@ -303,7 +303,7 @@ def pretrain(
             files = expand_paths(corpus)
             require_text(files, corpus_format)
             tokenizer = (
-                run_dir.load_tokenizer(init)
+                init_tokenizer
                 if init is not None
                 else corpus_tokenizer(
                     files,
@@ -643,7 +643,7 @@ def _non_defaults(**values) -> list[str]:
 
 
 def _init_source(init: str, model_over: dict, data_over: dict) -> tuple:
-    """(model config, lowercase) of the pretraining run `init`, checked: it has
+    """(model config, tokenizer) of the pretraining run `init`, checked: it has
     weights, and the options given keep its architecture and casing."""
     source = run_dir.read_config(init)
     where = os.path.join(init, run_dir.CONFIG)
@@ -664,13 +664,13 @@ def _init_source(init: str, model_over: dict, data_over: dict) -> tuple:
             "(only dropout may change)"
         )
     model = BertConfig.from_dict(source["model"], f"{where}: model")
-    lowercase = DataConfig.from_dict(source["data"], f"{where}: data").lowercase
-    if data_over.get("lowercase", lowercase) != lowercase:
+    tokenizer = run_dir.load_tokenizer(init)
+    if data_over.get("lowercase", tokenizer.lowercase) != tokenizer.lowercase:
         raise KblError(
-            f"{init}: its vocabulary is {'un' if lowercase else ''}cased; drop "
-            "the casing option"
+            f"{init}: its vocabulary is {'un' if tokenizer.lowercase else ''}cased; "
+            "drop the casing option"
         )
-    return model, lowercase
+    return model, tokenizer
 
 
 def _copy_weights(source, model) -> None:
