@@ -103,7 +103,6 @@ def main() -> int:
             continue
         for key, label in METRICS[task]:
             scale = percent_scale(task)
-
             pretrained, random, baseline = (
                 dev_values(results, seeds, name, row, key, scale)
                 for row in ("pretrained", "random", "baseline")
