@@ -13,7 +13,7 @@ import shutil
 import sys
 import time
 
-from keras_bert_lite.config import STRATEGIES
+from keras_bert_lite.config import POOLING, STRATEGIES
 from keras_bert_lite.errors import KblError
 
 
@@ -475,6 +475,7 @@ def _cmd_finetune(args) -> dict:
         max_query_len=args.max_query_len,
         max_train=args.max_train,
         crf=args.crf,
+        pooling=args.pooling,
         backbone_dropout=args.backbone_dropout,
         seed=args.seed,
         resume=args.resume,
@@ -760,6 +761,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--crf",
         action="store_true",
         help="tagging: a CRF layer on the tag scores (learned transitions)",
+    )
+    p.add_argument(
+        "--pooling",
+        choices=POOLING,
+        default="cls",
+        help="classification: read the pooled [CLS] output (BERT's classifier) or "
+        "the mean of the token outputs",
     )
     p.add_argument(
         "--backbone-dropout",

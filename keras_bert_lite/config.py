@@ -141,6 +141,7 @@ class DataConfig:
 
 STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
 OPTIMIZERS = ("adamw", "lamb")
+POOLING = ("cls", "mean")  # what a classifier reads: pooled [CLS], or mean of tokens
 
 
 @dataclasses.dataclass

@@ -76,6 +76,7 @@ def build_task_model(
     kind: str = "single",
     dropout: float = 0.1,
     crf: bool = False,
+    pooling: str = "cls",
 ):
     """The fine-tuning model of a task ("classify", "tag" or "qa") on a backbone."""
     from keras_bert_lite.models import (
@@ -91,6 +92,7 @@ def build_task_model(
             multi_label=kind == "multi_label",
             regression=kind == "regression",
             dropout=dropout,
+            pooling=pooling,
         )
     if task == "tag":
         return BertTokenClassifier(backbone, num_labels, dropout=dropout, crf=crf)
@@ -119,6 +121,7 @@ def build_model(config: dict, dtype=None):
         str(options.get("label_kind", "single")),
         float(options.get("dropout", 0.1)),
         crf=bool(options.get("crf", False)),
+        pooling=str(options.get("pooling", "cls")),
     )
 
 

@@ -107,13 +107,21 @@ def vocab(task_data, tmp_path_factory):
 # test_export, and each fine-tuning here costs about a minute on 2 cores.
 @pytest.mark.parametrize(
     "task",
-    ["classify", pytest.param("pair", marks=pytest.mark.slow), "tag", "tag-crf", "qa"],
+    [
+        "classify",
+        "classify-mean",
+        pytest.param("pair", marks=pytest.mark.slow),
+        "tag",
+        "tag-crf",
+        "qa",
+    ],
 )
 def test_tiny_model_fine_tunes_and_loss_falls(task, task_data, vocab, tmp_path):
     from keras_bert_lite.training.finetune import evaluate, finetune
 
     crf = task == "tag-crf"
-    task = "tag" if crf else task
+    pooling = "mean" if task == "classify-mean" else "cls"
+    task = {"tag-crf": "tag", "classify-mean": "classify"}.get(task, task)
     train, dev = task_data[task]
     kind = "classify" if task == "pair" else task
     run = tmp_path / "run"
@@ -134,14 +142,16 @@ def test_tiny_model_fine_tunes_and_loss_falls(task, task_data, vocab, tmp_path):
             patience=5,
             doc_stride=48,
             crf=crf,
+            pooling=pooling,
             # The CRF under XLA is tested in test_crf; compiling the whole tagger
             # again here would add a minute or two to the default test run.
             jit_compile=False if crf else "auto",
             log=lambda s: None,
             verbose=0,
         )
-    # Every trainable weight gets a gradient: tagging and QA do not read the
-    # pooler, which they do not train rather than leave for Keras to warn about.
+    # Every trainable weight gets a gradient: tagging, QA and mean pooling do not
+    # read the pooler, which they do not train rather than leave for Keras to warn
+    # about.
     missing = [
         str(w.message) for w in caught if "Gradients do not exist" in str(w.message)
     ]
@@ -161,6 +171,9 @@ def test_tiny_model_fine_tunes_and_loss_falls(task, task_data, vocab, tmp_path):
     assert again[key] == pytest.approx(result.metrics[key])
     if kind != "qa":
         assert (run / "labels.txt").exists()
+    if kind == "classify":  # reloaded as it trained: `again` equal needs the pooling
+        options = json.loads((run / "config.json").read_text())["task_options"]
+        assert options["pooling"] == pooling
     if kind == "qa":  # answers are cut from each context by character offsets
         from keras_bert_lite.training.finetune import predict
 
@@ -241,6 +254,11 @@ def test_a_resumed_run_reports_the_time_of_its_earlier_calls(
     assert 0 < state["seconds"] <= first
     state["seconds"] = 1000.0  # as if the first call had taken 1,000 s to there
     state_path.write_text(json.dumps(state))
+    # A run started before --pooling existed (no "pooling" recorded) resumes as the
+    # [CLS] classifier it is.
+    config = json.loads((run / "config.json").read_text())
+    del config["task_options"]["pooling"]
+    (run / "config.json").write_text(json.dumps(config))
     result = _fine_tune_classifier(task_data, vocab, run, resume=True)
     assert 1000 < result.seconds < 1000 + first + 120
     assert json.loads((run / "metrics.json").read_text())["seconds"] == result.seconds
@@ -309,6 +327,28 @@ def test_a_run_fine_tuned_with_backbone_dropout_saves_and_reloads(
     again = evaluate(out, dev)
     for key in ("accuracy", "macro_f1"):
         assert again[key] == pytest.approx(result.metrics[key], abs=1e-6)
+
+
+def test_pooling_is_refused_outside_classification(task_data, vocab, tmp_path):
+    from keras_bert_lite.training.finetune import finetune
+
+    from keras_bert_lite.errors import KblError
+
+    train, dev = task_data["tag"]
+    with pytest.raises(KblError, match="--pooling applies to classification"):
+        finetune(
+            "tag",
+            train,
+            dev,
+            str(tmp_path / "run"),
+            init="random",
+            model="tiny",
+            vocab=vocab,
+            pooling="mean",
+            log=lambda s: None,
+            verbose=0,
+        )
+    assert not (tmp_path / "run").exists()
 
 
 def test_unknown_dev_label_is_an_error_naming_the_file(task_data, vocab, tmp_path):

@@ -200,9 +200,10 @@ def test_overfits_one_fixed_batch():
 
 
 def test_task_models_train_the_weights_they_read_and_leave_the_backbone_alone():
-    """Tagging and QA read the sequence output, not the pooler: they train without it
-    (and without Keras's "Gradients do not exist" warning), while a classifier built
-    later on the same backbone object still trains its pooler."""
+    """Tagging, QA and a mean-pooling classifier read the sequence output, not the
+    pooler: they train without it (and without Keras's "Gradients do not exist"
+    warning), while a [CLS] classifier built on the same backbone object still trains
+    its pooler."""
     from keras_bert_lite.models import (
         BertClassifier,
         BertQuestionAnswerer,
@@ -213,9 +214,15 @@ def test_task_models_train_the_weights_they_read_and_leave_the_backbone_alone():
     tagger = BertTokenClassifier(backbone, 3)
     reader = BertQuestionAnswerer(backbone)
     classifier = BertClassifier(backbone, 2)
+    averager = BertClassifier(backbone, 2, pooling="mean")
     assert backbone.pooler.trainable
     pooler = {id(v) for v in backbone.pooler.weights}
-    for model, reads_pooler in ((tagger, False), (reader, False), (classifier, True)):
+    for model, reads_pooler in (
+        (tagger, False),
+        (reader, False),
+        (classifier, True),
+        (averager, False),
+    ):
         trainable = {id(v) for v in model.trainable_weights}
         frozen = {id(v) for v in model.non_trainable_weights}
         assert {id(v) for v in model.trainable_variables} == trainable
@@ -230,6 +237,7 @@ def test_task_models_train_the_weights_they_read_and_leave_the_backbone_alone():
     targets = {
         tagger: {"labels": rng.integers(0, 3, (B, T)).astype("int32")},
         classifier: {"labels": rng.integers(0, 2, (B,)).astype("int32")},
+        averager: {"labels": rng.integers(0, 2, (B,)).astype("int32")},
     }
     for model, y in targets.items():
         before = [v.numpy().copy() for v in backbone.pooler.weights]
@@ -245,6 +253,36 @@ def test_task_models_train_the_weights_they_read_and_leave_the_backbone_alone():
         ]
         assert moved == [model is classifier] * 2
         assert not np.allclose(embedding, backbone.token_embedding.embeddings.numpy())
+
+
+def test_mean_pooling_averages_the_real_tokens_by_hand():
+    """pooling="mean": the classifier reads the average of the sequence output over
+    the real tokens ([CLS] and [SEP] included), never the padding or the pooler."""
+    from keras_bert_lite.models import BertClassifier
+
+    backbone = tiny_backbone()
+    model = BertClassifier(backbone, 3, pooling="mean")
+    x, _, _ = batch()
+    x = {k: x[k] for k in ("token_ids", "segment_ids", "padding_mask")}
+    x["padding_mask"][1, 5:] = 0  # rows with 12 and 5 real tokens
+    sequence = np.asarray(backbone(x)["sequence_output"])
+    real = x["padding_mask"][..., None].astype("float32")
+    mean = (sequence * real).sum(1) / real.sum(1)
+    kernel, bias = (np.asarray(w) for w in model.output_dense.weights)
+    logits = np.asarray(model(x)["logits"])
+    np.testing.assert_allclose(logits, mean @ kernel + bias, atol=1e-5)
+    assert not np.allclose(mean[1], sequence[1].mean(0), atol=1e-3)  # padding out
+    # Another pooler, the same outputs; the [CLS] classifier's outputs move.
+    cls_model = BertClassifier(backbone, 3)
+    cls_model.output_dense.set_weights(model.output_dense.get_weights())
+    before = np.asarray(cls_model(x)["logits"])
+    backbone.pooler.set_weights([w * 2 for w in backbone.pooler.get_weights()])
+    np.testing.assert_allclose(np.asarray(model(x)["logits"]), logits, atol=1e-6)
+    assert not np.allclose(np.asarray(cls_model(x)["logits"]), before, atol=1e-4)
+    clone = BertClassifier.from_config(model.get_config())
+    assert clone.pooling == "mean" and not clone.reads_pooler
+    with pytest.raises(ValueError, match="pooling 'max'"):
+        BertClassifier(backbone, 3, pooling="max")
 
 
 def test_get_config_round_trip_gives_the_same_outputs(tmp_path):

@@ -22,7 +22,13 @@ from typing import Any
 import numpy as np
 
 from keras_bert_lite import run as run_dir
-from keras_bert_lite.config import CONFIG_VERSION, BertConfig, DataConfig, TrainConfig
+from keras_bert_lite.config import (
+    CONFIG_VERSION,
+    POOLING,
+    BertConfig,
+    DataConfig,
+    TrainConfig,
+)
 from keras_bert_lite.errors import KblError
 from keras_bert_lite.io import atomic_path, write_json
 
@@ -294,6 +300,7 @@ def finetune(
     dropout: float = 0.1,
     backbone_dropout: float | None = None,
     crf: bool = False,
+    pooling: str = "cls",
     seed: int = 0,
     resume: bool = False,
     precision: str = "auto",
@@ -327,6 +334,8 @@ def finetune(
             is usually fine-tuned with 0.1).
         crf: tagging only: a linear-chain CRF on the tag scores (sequence loss,
             learned transitions used in decoding).
+        pooling: classification only: "cls" (the pooled [CLS] output, BERT's
+            classifier) or "mean" (the token outputs averaged over real tokens).
         seed: weight initialisation, dropout and shuffling.
         resume: continue an interrupted run in `out` (same arguments) from its
             last epoch checkpoint; with nothing to resume, start it.
@@ -407,6 +416,12 @@ def finetune(
         options["crf"] = bool(crf)
     elif crf:
         raise KblError("--crf applies to token classification (--task tag) only")
+    if task == "classify":
+        if pooling not in POOLING:
+            raise KblError(f"--pooling {pooling}: choose one of {', '.join(POOLING)}")
+        options["pooling"] = pooling
+    elif pooling != "cls":
+        raise KblError("--pooling applies to classification (--task classify) only")
     log(
         f"{task}: {len(train_records)} training and {len(dev_records)} dev records"
         + (f", {len(labels)} labels" if labels else "")
@@ -429,7 +444,13 @@ def finetune(
 
     with distribution.scope():
         model = run_dir.build_task_model(
-            task, backbone, len(labels), kind, dropout, crf=options.get("crf", False)
+            task,
+            backbone,
+            len(labels),
+            kind,
+            dropout,
+            crf=options.get("crf", False),
+            pooling=pooling,
         )
         model.compile(
             optimizer=bert_optimizer(
@@ -617,6 +638,8 @@ def _check_same_run(recorded: dict, config: dict, path: str) -> None:
         theirs = {
             k: v for k, v in (recorded.get(section) or {}).items() if k != "threshold"
         }
+        if section == "task_options" and config["task"] == "classify":
+            theirs.setdefault("pooling", "cls")  # runs from before --pooling
         if mine != theirs:
             raise KblError(
                 f"{path}: the run's {section} differs from these arguments; resume "
