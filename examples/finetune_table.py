@@ -155,6 +155,15 @@ def stale(out: str, inputs: dict[str, str]) -> str | None:
     return None
 
 
+def other_pooling(out: str, task: str, pooling: str) -> str | None:
+    """Why the finished classifier in `out` is not a row of a `--pooling` table."""
+    options = read_json(os.path.join(out, CONFIG)).get("task_options", {})
+    ran = options.get("pooling", "cls")  # rows from before --pooling read [CLS]
+    if task == "classify" and ran != pooling:
+        return f"it pooled with {ran!r}, not --pooling {pooling!r}"
+    return None
+
+
 def finetune_run(args, name, language, task, stem, ext, extra, init) -> dict:
     out = os.path.join(args.out, f"{name}-{init}")
     metrics_file = os.path.join(out, "metrics.json")
@@ -163,7 +172,9 @@ def finetune_run(args, name, language, task, stem, ext, extra, init) -> dict:
     inputs = {"train_file": train, "dev_file": dev}
     if init == "pretrained":
         inputs["init"] = pretrained
-    reason = os.path.exists(metrics_file) and stale(out, inputs)
+    reason = os.path.exists(metrics_file) and (
+        stale(out, inputs) or other_pooling(out, task, args.pooling)
+    )
     if reason:
         raise SystemExit(f"{out}: {reason}; delete that directory to run it again")
     if not os.path.exists(metrics_file):
@@ -172,6 +183,8 @@ def finetune_run(args, name, language, task, stem, ext, extra, init) -> dict:
                    "--seed", str(args.seed), *extra]  # fmt: skip
         if args.backbone_dropout is not None:  # both rows: the same model
             command += ["--backbone-dropout", str(args.backbone_dropout)]
+        if task == "classify":
+            command += ["--pooling", args.pooling]
         if init == "pretrained":
             command += ["--init", pretrained]
         else:  # the same model and vocabulary, random weights
@@ -297,6 +310,9 @@ def main() -> int:
     parser.add_argument("--backbone-dropout", type=float,
                         help="encoder dropout while fine-tuning, for runs "
                         "pretrained without it (default: the run's)")  # fmt: skip
+    parser.add_argument("--pooling", choices=("cls", "mean"), default="cls",
+                        help="what the classifiers read: the pooled [CLS] output "
+                        "or the mean of the token outputs")  # fmt: skip
     args = parser.parse_args()
     names = [name for name, *_ in TASKS]
     unknown = sorted(set(args.only or ()) - set(names))
