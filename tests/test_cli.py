@@ -236,6 +236,10 @@ def test_pretraining_goes_on_from_another_run(corpus, tmp_path):
     assert configs[1]["init"] == str(base) and not configs[1]["data"]["nsp"]
     before, after = kbl_api.load(str(base)), kbl_api.load(str(adapted))
     assert after.nsp_head is None  # --no-nsp: the first run's NSP head is left
+    # and no NSP metrics are reported (they were, as 0.0, before the fix).
+    reported = json.loads((adapted / "metrics.json").read_text())["metrics"]
+    assert "val_mlm_accuracy" in reported and not [k for k in reported if "nsp" in k]
+    assert "nsp" not in done.stdout
     for a, b in zip(
         before.backbone.get_weights() + before.mlm_head.get_weights(),
         after.backbone.get_weights() + after.mlm_head.get_weights(),

@@ -81,8 +81,11 @@ class BertPretrainer(keras.Model):
         self.mlm_hidden_accuracy = keras.metrics.SparseCategoricalAccuracy(
             name="mlm_hidden_accuracy"
         )
-        self.nsp_loss_tracker = keras.metrics.Mean(name="nsp_loss")
-        self.nsp_accuracy = keras.metrics.SparseCategoricalAccuracy(name="nsp_accuracy")
+        if nsp:  # Keras reports every metric an attribute holds: none without NSP
+            self.nsp_loss_tracker = keras.metrics.Mean(name="nsp_loss")
+            self.nsp_accuracy = keras.metrics.SparseCategoricalAccuracy(
+                name="nsp_accuracy"
+            )
 
     @property
     def metrics(self):
