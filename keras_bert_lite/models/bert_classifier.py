@@ -24,9 +24,8 @@ def masked_mean(sequence, padding_mask):
 @keras.saving.register_keras_serializable(package="keras_bert_lite")
 class BertClassifier(TaskModel):
     """Backbone -> pooled [CLS] (or mean over tokens) -> dropout -> dense. Outputs
-    `logits` (B, C) and
-    `probabilities` (softmax; sigmoid when `multi_label`; the value itself for
-    regression).
+    `logits` (B, C) and `probabilities` (softmax; sigmoid when `multi_label`; the
+    value itself for regression).
 
     Args:
         backbone: a `BertBackbone`.
