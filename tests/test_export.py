@@ -255,6 +255,54 @@ def test_classifiers_pack_to_the_longest_row_with_the_same_probabilities(
             )
 
 
+def test_a_mean_pooling_classifier_serves_like_keras(exported, tmp_path):
+    """--pooling mean averages over the real tokens: served one text at a time
+    (packed to its own length) and in a batch (to the longest row), SavedModel and
+    TFLite give the probabilities Keras gives at seq_len. The run is the exported
+    one with its head switched to mean pooling (the weights are the same)."""
+    import shutil
+
+    import tensorflow as tf
+    from keras_bert_lite.export import saved_model, tflite
+
+    from keras_bert_lite import run as run_dir
+    from keras_bert_lite.io import read_json, write_json
+
+    run = tmp_path / "run"
+    shutil.copytree(exported[0], run)
+    config = read_json(str(run / "config.json"))
+    config["task_options"]["pooling"] = "mean"
+    write_json(str(run / "config.json"), config)
+    model = run_dir.load(str(run))
+    assert model.pooling == "mean"
+    inputs = _training_ids(str(run), [{"text": t} for t in AWKWARD])
+    inputs = {k: inputs[k] for k in ("token_ids", "segment_ids", "padding_mask")}
+    expected = np.asarray(model.predict(inputs, verbose=0)["probabilities"])
+    cls_model = run_dir.load(exported[0])
+    assert not np.allclose(  # the head changed what the model computes
+        np.asarray(cls_model.predict(inputs, verbose=0)["probabilities"]),
+        expected,
+        atol=1e-3,
+    )
+    served = tf.saved_model.load(saved_model(str(run), str(tmp_path), warmup=False))
+    serve = served.signatures["serving_default"]
+    runner = _tflite_runner(tflite(str(run), str(tmp_path)))
+    batch = [
+        ("saved_model", serve(text=tf.constant(AWKWARD))["probabilities"].numpy()),
+        ("tflite", runner(text=_strings(AWKWARD))["probabilities"]),
+    ]
+    for name, got in batch:
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4, err_msg=name)
+    for i, text in enumerate(AWKWARD):
+        for name, got in (
+            ("saved_model", serve(text=tf.constant([text]))["probabilities"].numpy()),
+            ("tflite", runner(text=_strings([text]))["probabilities"]),
+        ):
+            np.testing.assert_allclose(
+                got[0], expected[i], rtol=0, atol=1e-4, err_msg=f"{name} {text[:20]!r}"
+            )
+
+
 def test_float16_tflite_is_close_to_keras(exported, keras_outputs):
     _, out = exported
     _, reference = keras_outputs
