@@ -36,6 +36,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 
+from keras_bert_lite.config import POOLING
 from keras_bert_lite.io import read_json, write_json, write_text
 from keras_bert_lite.run import CONFIG, VOCAB, WEIGHTS
 
@@ -310,7 +311,7 @@ def main() -> int:
     parser.add_argument("--backbone-dropout", type=float,
                         help="encoder dropout while fine-tuning, for runs "
                         "pretrained without it (default: the run's)")  # fmt: skip
-    parser.add_argument("--pooling", choices=("cls", "mean"), default="cls",
+    parser.add_argument("--pooling", choices=POOLING, default="cls",
                         help="what the classifiers read: the pooled [CLS] output "
                         "or the mean of the token outputs")  # fmt: skip
     args = parser.parse_args()
