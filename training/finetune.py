@@ -362,6 +362,12 @@ def finetune(
     started = time.time()
     if task not in TASKS:
         raise KblError(f"unknown task '{task}': choose one of {', '.join(TASKS)}")
+    if crf and task != "tag":
+        raise KblError("--crf applies to token classification (--task tag) only")
+    if pooling != "cls" and task != "classify":
+        raise KblError("--pooling applies to classification (--task classify) only")
+    if pooling not in POOLING:
+        raise KblError(f"--pooling {pooling}: choose one of {', '.join(POOLING)}")
     TrainConfig(batch_size=batch_size, strategy=strategy, accumulation=accumulation)
     # The strategy first: the multi-worker one configures the TensorFlow runtime.
     distribution = get_strategy(strategy)
@@ -414,14 +420,8 @@ def finetune(
     if task == "tag":
         options["scheme"] = tasks.detect_scheme([t for _, t in train_records])
         options["crf"] = bool(crf)
-    elif crf:
-        raise KblError("--crf applies to token classification (--task tag) only")
-    if task == "classify":
-        if pooling not in POOLING:
-            raise KblError(f"--pooling {pooling}: choose one of {', '.join(POOLING)}")
+    elif task == "classify":
         options["pooling"] = pooling
-    elif pooling != "cls":
-        raise KblError("--pooling applies to classification (--task classify) only")
     log(
         f"{task}: {len(train_records)} training and {len(dev_records)} dev records"
         + (f", {len(labels)} labels" if labels else "")
