@@ -11,7 +11,8 @@ run is a `kbl finetune` command, printed before it starts; runs that already hav
 metrics.json are reused and a run stopped part way is continued from its last epoch
 checkpoint (`--resume`), so an interrupted table picks up where it stopped. A finished
 run whose inputs have changed since (other data; the pretrained run trained further)
-stops the script with the directory to delete: it is not reused. Results go
+or that ran with other settings (--seed, --max-train, --backbone-dropout, --pooling,
+--precision) stops the script with the directory to delete: it is not reused. Results go
 to OUT/results.json and OUT/results.md (the tasks run so far: "-" marks a row not run
 yet). On a 2-core machine two processes on one core each (`taskset -c 0 ... --rows
 pretrained`, `taskset -c 1 ... --rows random`) finish sooner than one on both.
@@ -36,7 +37,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 
-from keras_bert_lite.config import POOLING
+from keras_bert_lite.config import POOLING, PRECISIONS
 from keras_bert_lite.io import read_json, write_json, write_text
 from keras_bert_lite.run import CONFIG, VOCAB, WEIGHTS
 
@@ -125,11 +126,44 @@ def digests(inputs: dict[str, str]) -> dict[str, str]:
 INPUTS = "table_inputs.json"  # a row's input digests, written when it finishes
 
 
-def stale(out: str, inputs: dict[str, str]) -> str | None:
+def row_settings(args, task: str) -> dict:
+    """The options of this script that change what a fine-tuned row measures."""
+    settings = {
+        "max_train": args.max_train,
+        "seed": args.seed,
+        "backbone_dropout": args.backbone_dropout,
+        "precision": args.precision,
+    }
+    if task == "classify":
+        settings["pooling"] = args.pooling
+    return settings
+
+
+def ran_with(out: str, task: str) -> dict:
+    """The settings the finished row in `out` ran with: as recorded when it finished
+    or, for rows from before they were, those its config.json shows."""
+    recorded_file = os.path.join(out, INPUTS)
+    if os.path.exists(recorded_file) and "settings" in read_json(recorded_file):
+        return read_json(recorded_file)["settings"]
+    config = read_json(os.path.join(out, CONFIG))
+    found = {"max_train": config.get("max_train"), "seed": config["train"]["seed"]}
+    if task == "classify":  # rows from before --pooling read [CLS]
+        found["pooling"] = config.get("task_options", {}).get("pooling", "cls")
+    return found
+
+
+def stale(out: str, task: str, inputs: dict[str, str], settings: dict) -> str | None:
     """Why the finished run in `out` no longer matches what the table would give it
-    (None when it does): training or dev files with other contents, or a pretrained
-    run trained further since (`--resume --until`). Compared by content, so a table
-    directory can be moved or copied."""
+    (None when it does): training or dev files with other contents, a pretrained
+    run trained further since (`--resume --until`), or other settings (another
+    --seed, --max-train, --pooling...). Compared by content, so a table directory
+    can be moved or copied."""
+    for key, value in ran_with(out, task).items():
+        setting = settings.get(key, value)
+        if setting != value:
+            option = "--" + key.replace("_", "-")
+            was, now = (v if v is not None else "(not given)" for v in (value, setting))
+            return f"it ran with {option} {was}, not {now}"
     config = read_json(os.path.join(out, CONFIG))
     recorded_file = os.path.join(out, INPUTS)
     if os.path.exists(recorded_file):
@@ -156,15 +190,6 @@ def stale(out: str, inputs: dict[str, str]) -> str | None:
     return None
 
 
-def other_pooling(out: str, task: str, pooling: str) -> str | None:
-    """Why the finished classifier in `out` is not a row of a `--pooling` table."""
-    options = read_json(os.path.join(out, CONFIG)).get("task_options", {})
-    ran = options.get("pooling", "cls")  # rows from before --pooling read [CLS]
-    if task == "classify" and ran != pooling:
-        return f"it pooled with {ran!r}, not --pooling {pooling!r}"
-    return None
-
-
 def finetune_run(args, name, language, task, stem, ext, extra, init) -> dict:
     out = os.path.join(args.out, f"{name}-{init}")
     metrics_file = os.path.join(out, "metrics.json")
@@ -173,9 +198,8 @@ def finetune_run(args, name, language, task, stem, ext, extra, init) -> dict:
     inputs = {"train_file": train, "dev_file": dev}
     if init == "pretrained":
         inputs["init"] = pretrained
-    reason = os.path.exists(metrics_file) and (
-        stale(out, inputs) or other_pooling(out, task, args.pooling)
-    )
+    settings = row_settings(args, task)
+    reason = os.path.exists(metrics_file) and stale(out, task, inputs, settings)
     if reason:
         raise SystemExit(f"{out}: {reason}; delete that directory to run it again")
     if not os.path.exists(metrics_file):
@@ -186,6 +210,8 @@ def finetune_run(args, name, language, task, stem, ext, extra, init) -> dict:
             command += ["--backbone-dropout", str(args.backbone_dropout)]
         if task == "classify":
             command += ["--pooling", args.pooling]
+        if args.precision is not None:
+            command += ["--precision", args.precision]
         if init == "pretrained":
             command += ["--init", pretrained]
         else:  # the same model and vocabulary, random weights
@@ -197,7 +223,7 @@ def finetune_run(args, name, language, task, stem, ext, extra, init) -> dict:
         print("$", " ".join(command), flush=True)
         started_with = digests(inputs)
         subprocess.run(command, check=True)
-        write_json(os.path.join(out, INPUTS), started_with)
+        write_json(os.path.join(out, INPUTS), {**started_with, "settings": settings})
     return read_json(metrics_file)
 
 
@@ -314,6 +340,9 @@ def main() -> int:
     parser.add_argument("--pooling", choices=POOLING, default="cls",
                         help="what the classifiers read: the pooled [CLS] output "
                         "or the mean of the token outputs")  # fmt: skip
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help="both rows' training precision (default: kbl's "
+                        "auto, which depends on the machine)")  # fmt: skip
     args = parser.parse_args()
     names = [name for name, *_ in TASKS]
     unknown = sorted(set(args.only or ()) - set(names))

@@ -13,7 +13,7 @@ import shutil
 import sys
 import time
 
-from keras_bert_lite.config import POOLING, STRATEGIES
+from keras_bert_lite.config import POOLING, PRECISIONS, STRATEGIES
 from keras_bert_lite.errors import KblError
 
 
@@ -120,7 +120,7 @@ def _add_training_options(p: argparse.ArgumentParser, pretraining: bool) -> None
     p.add_argument(
         "--precision",
         default="auto",
-        choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
+        choices=PRECISIONS,
     )
     p.add_argument(
         "--strategy",

@@ -141,6 +141,7 @@ class DataConfig:
 
 STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
 OPTIMIZERS = ("adamw", "lamb")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # Keras policies
 POOLING = ("cls", "mean")  # what a classifier reads: pooled [CLS], or mean of tokens
 
 
@@ -162,7 +163,7 @@ class TrainConfig:
     warmup: float = 0.1  # share of the steps spent warming up linearly from 0
     weight_decay: float = 0.01  # decoupled decay; LayerNorm and biases are exempt
     clipnorm: float = 1.0  # global gradient-norm clipping
-    precision: str = "auto"  # auto | float32 | mixed_bfloat16 | mixed_float16
+    precision: str = "auto"  # one of PRECISIONS
     strategy: str = "auto"  # auto | default | mirrored | multiworker | tpu
     jit_compile: bool | str = "auto"  # XLA for the train step; "auto": by measurement
     seed: int = 0  # seeds data order, NSP pairs, masks and weight initialisation
@@ -201,7 +202,7 @@ class TrainConfig:
                 f"accumulation {self.accumulation}; each step is accumulation "
                 "micro-batches of batch_size / accumulation examples"
             )
-        if self.precision not in ("auto", "float32", "mixed_bfloat16", "mixed_float16"):
+        if self.precision not in PRECISIONS:
             raise KblError(f"train config: unknown precision '{self.precision}'")
         if self.strategy not in STRATEGIES:
             raise KblError(
