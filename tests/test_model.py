@@ -2,6 +2,7 @@
 
 import warnings
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -57,6 +58,56 @@ def test_backbone_outputs_and_padding_does_not_leak():
     np.testing.assert_allclose(
         out["sequence_output"][:, :12], again["sequence_output"][:, :12], atol=1e-5
     )
+
+
+def test_a_mixed_precision_backbone_carries_its_policy_to_every_head():
+    """Under a mixed policy the heads built on a backbone compute in its dtype (they
+    read the backbone's policy) and return float32 scores for the losses; the models
+    take the policy too, so that compile() scales float16 losses; a float32 backbone
+    keeps everything float32."""
+    from keras_bert_lite.training.optimizer import bert_optimizer
+
+    from keras_bert_lite.models import (
+        BertClassifier,
+        BertQuestionAnswerer,
+        BertTokenClassifier,
+    )
+
+    x, y, w = batch()
+    for policy, compute in (
+        ("mixed_bfloat16", "bfloat16"),
+        ("mixed_float16", "float16"),
+        (None, "float32"),
+    ):
+        backbone = tiny_backbone(dtype=policy)
+        assert backbone.dtype_policy.compute_dtype == compute
+        pretrainer = BertPretrainer(backbone)
+        models = {
+            "classifier": BertClassifier(backbone, 2),
+            "tagger": BertTokenClassifier(backbone, 3),
+            "reader": BertQuestionAnswerer(backbone),
+        }
+        heads = {
+            "mlm": pretrainer.mlm_head,
+            "nsp": pretrainer.nsp_head,
+            "classifier": models["classifier"].output_dense,
+            "tagger": models["tagger"].output_dense,
+            "reader": models["reader"].span_dense,
+        }
+        assert {k: h.compute_dtype for k, h in heads.items()} == dict.fromkeys(
+            heads, compute
+        )
+        for name, scores in pretrainer(x).items():
+            assert scores.dtype == tf.float32, name
+        for model in (pretrainer, *models.values()):
+            assert model.dtype_policy.name == (policy or "float32")
+        pretrainer.compile(optimizer=bert_optimizer(3e-3, total_steps=3))
+        scaled = isinstance(pretrainer.optimizer, keras.optimizers.LossScaleOptimizer)
+        assert scaled == (policy == "mixed_float16")
+        history = pretrainer.fit(
+            tf.data.Dataset.from_tensors((x, y, w)).repeat(3), verbose=0, shuffle=False
+        ).history
+        assert np.isfinite(history["loss"]).all()
 
 
 def test_attention_mixes_positions_and_matches_a_reference():

@@ -99,6 +99,10 @@ class BertBackbone(keras.Model):
             dtype=dtype,
             **kwargs,
         )
+        if dtype is not None:
+            # A functional model does not take `dtype` as its own policy; the task
+            # heads built on the backbone read it from here (as keras-hub's do).
+            self.dtype_policy = keras.dtype_policies.get(dtype)
 
         # === Config ===
         self.vocabulary_size = vocabulary_size

@@ -84,6 +84,7 @@ class BertClassifier(TaskModel):
             outputs={"logits": logits, "probabilities": probabilities},
             **kwargs,
         )
+        self.dtype_policy = backbone.dtype_policy  # compile() scales float16 losses
 
         # === Config ===
         self.num_classes = num_classes

@@ -72,6 +72,7 @@ class BertPretrainer(keras.Model):
                 self.nsp_head(features["pooled_output"]), "float32"
             )
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self.dtype_policy = backbone.dtype_policy  # compile() scales float16 losses
 
         # === Config ===
         self.nsp = nsp

@@ -44,6 +44,7 @@ class BertQuestionAnswerer(TaskModel):
         super().__init__(
             inputs=inputs, outputs={"start_logits": start, "end_logits": end}, **kwargs
         )
+        self.dtype_policy = backbone.dtype_policy  # compile() scales float16 losses
         self._init_trackers()
 
     def _per_item(self, y, y_pred):

@@ -63,6 +63,7 @@ class BertTokenClassifier(TaskModel):
             outputs={"logits": logits, "probabilities": ops.softmax(logits, axis=-1)},
             **kwargs,
         )
+        self.dtype_policy = backbone.dtype_policy  # compile() scales float16 losses
 
         # === Config ===
         self.num_classes = num_classes
