@@ -5,6 +5,7 @@ import csv
 import itertools
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,6 +144,9 @@ def test_tiny_model_fine_tunes_and_loss_falls(task, task_data, vocab, tmp_path):
             doc_stride=48,
             crf=crf,
             pooling=pooling,
+            # Scored in training and by `evaluate` (float32) alike: see
+            # test_fine_tuning_trains_in_the_precision_it_is_given for bfloat16.
+            precision="float32",
             # The CRF under XLA is tested in test_crf; compiling the whole tagger
             # again here would add a minute or two to the default test run.
             jit_compile=False if crf else "auto",
@@ -300,6 +304,69 @@ def test_backbone_dropout_replaces_the_runs_and_keeps_its_weights(classifier_run
     assert rates(unchanged) == {0.1}
 
 
+def test_precision_sets_the_policy_of_the_backbone_and_its_head(classifier_run):
+    """--precision mixed_bfloat16 rebuilds the encoder under that policy with the same
+    (float32) weights; the head built on it computes in bfloat16 too and returns
+    float32 logits. float32 keeps the loaded encoder as it is."""
+    from keras_bert_lite.training.finetune import _load_backbone
+
+    from keras_bert_lite import run as run_dir
+
+    source = run_dir.load(classifier_run).backbone
+    same, _, _ = _load_backbone(classifier_run, "tiny", None, True, None, "float32")
+    assert same.dtype_policy.name == "float32"
+    backbone, _, _ = _load_backbone(
+        classifier_run, "tiny", None, True, None, "mixed_bfloat16"
+    )
+    assert backbone.dtype_policy.name == "mixed_bfloat16"
+    for a, b in zip(source.weights, backbone.weights, strict=True):
+        assert b.dtype == "float32"
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    inputs = {
+        "token_ids": np.array([[2, 7, 9, 11, 3, 0]], "int32"),
+        "segment_ids": np.zeros((1, 6), "int32"),
+        "padding_mask": np.array([[1, 1, 1, 1, 1, 0]], "int32"),
+    }
+    sequence = backbone(inputs)["sequence_output"]
+    assert sequence.dtype.name == "bfloat16"
+    np.testing.assert_allclose(
+        np.asarray(sequence, "float32"),
+        source(inputs)["sequence_output"],
+        atol=0.1,
+    )
+    classifier = run_dir.build_task_model("classify", backbone, 2)
+    assert classifier.output_dense.compute_dtype == "bfloat16"
+    outputs = classifier(inputs)
+    assert {k: v.dtype.name for k, v in outputs.items()} == {
+        "logits": "float32",
+        "probabilities": "float32",
+    }
+    random, _, _ = _load_backbone(
+        "random", "tiny", str(Path(classifier_run) / "vocab.txt"), True, None,
+        "mixed_bfloat16",
+    )  # fmt: skip
+    assert random.dtype_policy.name == "mixed_bfloat16"
+
+
+# ~25 s on 2 cores (bfloat16 is emulated on CPUs without bfloat16 units).
+def test_fine_tuning_trains_in_the_precision_it_is_given(task_data, vocab, tmp_path):
+    """finetune(precision=...) trains in it: under mixed_bfloat16 the losses differ
+    from float32's (same seed, data and settings) by bfloat16's rounding, not more;
+    metrics.json says which precision and XLA setting it trained with."""
+    losses = {}
+    for precision in ("float32", "mixed_bfloat16"):
+        run = tmp_path / precision
+        _fine_tune_classifier(
+            task_data, vocab, run, precision=precision, jit_compile=False
+        )
+        with open(run / "history.csv") as f:
+            losses[precision] = [float(r["task_loss"]) for r in csv.DictReader(f)]
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert (metrics["precision"], metrics["xla"]) == (precision, False)
+    assert losses["mixed_bfloat16"] != losses["float32"]
+    np.testing.assert_allclose(losses["mixed_bfloat16"], losses["float32"], rtol=0.05)
+
+
 def test_a_run_fine_tuned_with_backbone_dropout_saves_and_reloads(
     classifier_run, task_data, tmp_path
 ):
@@ -319,6 +386,7 @@ def test_a_run_fine_tuned_with_backbone_dropout_saves_and_reloads(
         seq_len=32,
         batch_size=16,
         epochs=1,
+        precision="float32",  # as `evaluate` scores it
         log=lambda s: None,
         verbose=0,
     )

@@ -231,9 +231,11 @@ def _load_backbone(
     vocab: str | None,
     lowercase: bool,
     dropout: float | None = None,
+    dtype: str = "float32",
 ):
     """(backbone, tokenizer, model config) from a run directory or, for "random", a
-    preset/config.json and a vocabulary file; `dropout` replaces the encoder's."""
+    preset/config.json and a vocabulary file; `dropout` replaces the encoder's and
+    `dtype` is its Keras dtype policy (the heads built on it follow it)."""
     from keras_bert_lite.models import BertBackbone
     from keras_bert_lite.text import BertTokenizer, read_vocabulary
 
@@ -263,15 +265,18 @@ def _load_backbone(
             )
         if dropout is not None:
             config = dataclasses.replace(config, dropout=dropout)
-        return BertBackbone.from_bert_config(config), tokenizer, config
+        return BertBackbone.from_bert_config(config, dtype=dtype), tokenizer, config
     source = run_dir.load(init)
     tokenizer = run_dir.load_tokenizer(init)
     backbone = source.backbone
     config = backbone.bert_config()
-    if dropout is not None and dropout != config.dropout:
-        # Dropout is a constructor argument: the same encoder, rebuilt, same weights.
-        config = dataclasses.replace(config, dropout=dropout)
-        rebuilt = BertBackbone.from_bert_config(config)
+    other_dropout = dropout is not None and dropout != config.dropout
+    if other_dropout or dtype != backbone.dtype_policy.name:
+        # Dropout and the dtype policy are constructor arguments: the same encoder,
+        # rebuilt, with the same (float32) weights.
+        if other_dropout:
+            config = dataclasses.replace(config, dropout=dropout)
+        rebuilt = BertBackbone.from_bert_config(config, dtype=dtype)
         rebuilt.set_weights(backbone.get_weights())
         backbone = rebuilt
     return backbone, tokenizer, config
@@ -339,7 +344,11 @@ def finetune(
         seed: weight initialisation, dropout and shuffling.
         resume: continue an interrupted run in `out` (same arguments) from its
             last epoch checkpoint; with nothing to resume, start it.
-        precision, jit_compile: as for pretraining ("auto" chooses by device).
+        precision, jit_compile: as for pretraining ("auto" chooses by device). The
+            dev scores of training are computed in `precision`; evaluate, predict
+            and export rebuild the model in float32 (mixed-precision weights are
+            float32), so their scores may differ from a bfloat16 run's in the last
+            digits.
         strategy: as for pretraining; under "multiworker" every worker runs this
             call and the chief writes the run directory.
         accumulation: micro-batches of batch_size / accumulation per optimizer step.
@@ -386,7 +395,7 @@ def finetune(
     precision = resolve_precision(precision)
     with distribution.scope():  # variables are created under the strategy
         backbone, tokenizer, model_config = _load_backbone(
-            init, model, vocab, lowercase, backbone_dropout
+            init, model, vocab, lowercase, backbone_dropout, precision
         )
     if seq_len > model_config.max_sequence_length:
         raise KblError(
@@ -464,6 +473,7 @@ def finetune(
                 jit_compile, precision, distribution, total_steps
             ),
         )
+        xla = model.jit_compile
 
     elements = (train_data.inputs, train_data.targets)
     if train_data.weights is not None:
@@ -594,7 +604,8 @@ def finetune(
         verbose = 1 if sys.stdout.isatty() else 2
     log(
         f"fine-tuning ({model.count_params():,} parameters) for up to {epochs} "
-        f"epochs of {steps_per_epoch} steps, learning rate {learning_rate:g} -> {out}"
+        f"epochs of {steps_per_epoch} steps, learning rate {learning_rate:g}, "
+        f"precision {precision}, XLA {xla} -> {out}"
     )
     if initial_epoch < epochs and not best["stopped"]:
         model.fit(
@@ -618,6 +629,8 @@ def finetune(
                 "dev": best["metrics"],
                 "best_epoch": best["epoch"],
                 "epochs": result.epochs,
+                "precision": precision,
+                "xla": xla,
                 "seconds": result.seconds,
             },
         )
