@@ -397,6 +397,18 @@ def test_hostile_input_gives_one_line_exit_2_and_writes_nothing(case, tmp_path, 
     )
 
 
+def test_a_wrong_until_is_refused_before_the_vocabulary_is_learned(tmp_path, capsys):
+    """With --steps given, --until is checked before the corpus is read for a
+    vocabulary (a minute on a few MB of text), not only after."""
+    from keras_bert_lite import cli
+
+    schedule = ["--steps", "8", "--eval-every", "4", "--until", "6"]
+    assert cli.main(_pretrain(tmp_path, None, *schedule)) == 2
+    out, err = capsys.readouterr()
+    assert "until 6" in err
+    assert "vocabulary" not in out, out
+
+
 def _one_megabyte_line(punctuated: bool) -> str:
     words = "the committee met on tuesday to discuss a budget nobody expected".split()
     rng = np.random.default_rng(0)

@@ -194,6 +194,11 @@ def pretrain(
         changes = {}
         model_over, data_over, train_over = _split_overrides(options)
         train_config = TrainConfig(**train_over)
+        if until is not None and train_config.steps is not None:
+            # Checked again below; here also before a vocabulary is learned (a
+            # minute on a corpus of a few MB), so that a mistyped --until fails fast.
+            eval_every = train_config.eval_every or _tenth(train_config.steps)
+            _check_until(until, eval_every, 0, train_config.steps)
 
     # The strategy first: the multi-worker and TPU ones configure the TensorFlow
     # runtime, which must not have run anything yet.
@@ -375,10 +380,10 @@ def pretrain(
     if train_config.eval_every is None and ("steps" in changes or "epochs" in changes):
         # The default interval (a tenth of the run) follows the length; a resumed
         # run keeps the one its checkpoints were written at.
-        pinned = max(1, math.ceil(steps_of(started_with) / 10))
+        pinned = _tenth(steps_of(started_with))
         train_config = dataclasses.replace(train_config, eval_every=pinned)
         changes["eval_every"] = (None, pinned)
-    eval_every = train_config.eval_every or max(1, math.ceil(total_steps / 10))
+    eval_every = train_config.eval_every or _tenth(total_steps)
     steps_per_execution = train_config.steps_per_execution or (
         # TPUs: many steps per host call, and a whole number of calls per epoch.
         max(d for d in range(1, min(eval_every, 100) + 1) if eval_every % d == 0)
@@ -410,12 +415,7 @@ def pretrain(
     reached = found[1]["step"] if found else 0
     stop = total_steps
     if until is not None:
-        if until % eval_every or not reached <= until <= total_steps:
-            raise KblError(
-                f"until {until}: give a checkpoint step (a multiple of the "
-                f"evaluation interval, {eval_every}) from the run's step {reached} "
-                f"to the end of its schedule, {total_steps}"
-            )
+        _check_until(until, eval_every, reached, total_steps)
         stop, num_epochs = until, until // eval_every
     if not resume and workers.chief:
         # Written once every option has been checked: a refused command leaves no
@@ -634,6 +634,20 @@ def pretrain(
         )
     )
     return result
+
+
+def _tenth(steps: int) -> int:
+    """The default evaluation (and checkpoint) interval: a tenth of the run."""
+    return max(1, math.ceil(steps / 10))
+
+
+def _check_until(until: int, eval_every: int, reached: int, total_steps: int) -> None:
+    if until % eval_every or not reached <= until <= total_steps:
+        raise KblError(
+            f"until {until}: give a checkpoint step (a multiple of the evaluation "
+            f"interval, {eval_every}) from the run's step {reached} to the end of "
+            f"its schedule, {total_steps}"
+        )
 
 
 def _non_defaults(**values) -> list[str]:
