@@ -139,13 +139,11 @@ def row_settings(args, task: str) -> dict:
     return settings
 
 
-def ran_with(out: str, task: str) -> dict:
-    """The settings the finished row in `out` ran with: as recorded when it finished
-    or, for rows from before they were, those its config.json shows."""
-    recorded_file = os.path.join(out, INPUTS)
-    if os.path.exists(recorded_file) and "settings" in read_json(recorded_file):
-        return read_json(recorded_file)["settings"]
-    config = read_json(os.path.join(out, CONFIG))
+def ran_with(config: dict, recorded: dict | None, task: str) -> dict:
+    """The settings a finished row ran with: as recorded (its INPUTS file) when it
+    finished or, for rows from before they were, those its config.json shows."""
+    if recorded is not None and "settings" in recorded:
+        return recorded["settings"]
     found = {"max_train": config.get("max_train"), "seed": config["train"]["seed"]}
     if task == "classify":  # rows from before --pooling read [CLS]
         found["pooling"] = config.get("task_options", {}).get("pooling", "cls")
@@ -158,17 +156,16 @@ def stale(out: str, task: str, inputs: dict[str, str], settings: dict) -> str | 
     run trained further since (`--resume --until`), or other settings (another
     --seed, --max-train, --pooling...). Compared by content, so a table directory
     can be moved or copied."""
-    for key, value in ran_with(out, task).items():
+    config = read_json(os.path.join(out, CONFIG))
+    recorded_file = os.path.join(out, INPUTS)
+    recorded = read_json(recorded_file) if os.path.exists(recorded_file) else None
+    for key, value in ran_with(config, recorded, task).items():
         setting = settings.get(key, value)
         if setting != value:
             option = "--" + key.replace("_", "-")
             was, now = (v if v is not None else "(not given)" for v in (value, setting))
             return f"it ran with {option} {was}, not {now}"
-    config = read_json(os.path.join(out, CONFIG))
-    recorded_file = os.path.join(out, INPUTS)
-    if os.path.exists(recorded_file):
-        recorded = read_json(recorded_file)
-    else:  # rows from before INPUTS: the files the run's config names, if still there
+    if recorded is None:  # rows from before INPUTS: the files its config names
         recorded = {
             key: digests({key: config[key]})[key]
             for key in inputs
