@@ -12,6 +12,13 @@ import pytest
 
 from tests.conftest import shared_file
 
+# One padded row of token ids: the backbone's outputs on it compare two encoders.
+ONE_ROW = {
+    "token_ids": np.array([[2, 7, 9, 11, 3, 0]], "int32"),
+    "segment_ids": np.zeros((1, 6), "int32"),
+    "padding_mask": np.array([[1, 1, 1, 1, 1, 0]], "int32"),
+}
+
 TASK_FILES = {
     "classify": ("cls", "en", "movie_snippets.train.jsonl", "movie_snippets.dev.jsonl"),
     "pair": ("pair", "en", "wordnet_wic.train.jsonl", "wordnet_wic.dev.jsonl"),
@@ -290,14 +297,9 @@ def test_backbone_dropout_replaces_the_runs_and_keeps_its_weights(classifier_run
     assert backbone is not source
     for a, b in zip(source.get_weights(), backbone.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
-    inputs = {
-        "token_ids": np.array([[2, 7, 9, 11, 3, 0]], "int32"),
-        "segment_ids": np.zeros((1, 6), "int32"),
-        "padding_mask": np.array([[1, 1, 1, 1, 1, 0]], "int32"),
-    }
     np.testing.assert_allclose(
-        backbone(inputs)["sequence_output"],
-        source(inputs)["sequence_output"],
+        backbone(ONE_ROW)["sequence_output"],
+        source(ONE_ROW)["sequence_output"],
         atol=1e-6,
     )
     unchanged, _, _ = _load_backbone(classifier_run, "tiny", None, True, None)
@@ -322,21 +324,16 @@ def test_precision_sets_the_policy_of_the_backbone_and_its_head(classifier_run):
     for a, b in zip(source.weights, backbone.weights, strict=True):
         assert b.dtype == "float32"
         np.testing.assert_array_equal(a.numpy(), b.numpy())
-    inputs = {
-        "token_ids": np.array([[2, 7, 9, 11, 3, 0]], "int32"),
-        "segment_ids": np.zeros((1, 6), "int32"),
-        "padding_mask": np.array([[1, 1, 1, 1, 1, 0]], "int32"),
-    }
-    sequence = backbone(inputs)["sequence_output"]
+    sequence = backbone(ONE_ROW)["sequence_output"]
     assert sequence.dtype.name == "bfloat16"
     np.testing.assert_allclose(
         np.asarray(sequence, "float32"),
-        source(inputs)["sequence_output"],
+        source(ONE_ROW)["sequence_output"],
         atol=0.1,
     )
     classifier = run_dir.build_task_model("classify", backbone, 2)
     assert classifier.output_dense.compute_dtype == "bfloat16"
-    outputs = classifier(inputs)
+    outputs = classifier(ONE_ROW)
     assert {k: v.dtype.name for k, v in outputs.items()} == {
         "logits": "float32",
         "probabilities": "float32",
@@ -352,7 +349,8 @@ def test_precision_sets_the_policy_of_the_backbone_and_its_head(classifier_run):
 def test_fine_tuning_trains_in_the_precision_it_is_given(task_data, vocab, tmp_path):
     """finetune(precision=...) trains in it: under mixed_bfloat16 the losses differ
     from float32's (same seed, data and settings) by bfloat16's rounding, not more;
-    metrics.json says which precision and XLA setting it trained with."""
+    metrics.json and config.json say which precision and XLA setting it trained
+    with."""
     losses = {}
     for precision in ("float32", "mixed_bfloat16"):
         run = tmp_path / precision
@@ -363,6 +361,8 @@ def test_fine_tuning_trains_in_the_precision_it_is_given(task_data, vocab, tmp_p
             losses[precision] = [float(r["task_loss"]) for r in csv.DictReader(f)]
         metrics = json.loads((run / "metrics.json").read_text())
         assert (metrics["precision"], metrics["xla"]) == (precision, False)
+        train = json.loads((run / "config.json").read_text())["train"]
+        assert (train["precision"], train["jit_compile"]) == (precision, False)
     assert losses["mixed_bfloat16"] != losses["float32"]
     np.testing.assert_allclose(losses["mixed_bfloat16"], losses["float32"], rtol=0.05)
 
