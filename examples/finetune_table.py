@@ -12,10 +12,11 @@ metrics.json are reused and a run stopped part way is continued from its last ep
 checkpoint (`--resume`), so an interrupted table picks up where it stopped. A finished
 run whose inputs have changed since (other data; the pretrained run trained further)
 or that ran with other settings (--seed, --max-train, --backbone-dropout, --pooling,
---precision) stops the script with the directory to delete: it is not reused. Results go
-to OUT/results.json and OUT/results.md (the tasks run so far: "-" marks a row not run
-yet). On a 2-core machine two processes on one core each (`taskset -c 0 ... --rows
-pretrained`, `taskset -c 1 ... --rows random`) finish sooner than one on both.
+--precision, --epochs) stops the script with the directory to delete: it is not
+reused. Results go to OUT/results.json and OUT/results.md (the tasks run so far: "-"
+marks a row not run yet). On a 2-core machine two processes on one core each
+(`taskset -c 0 ... --rows pretrained`, `taskset -c 1 ... --rows random`) finish
+sooner than one on both.
 
 Classical baselines (scikit-learn), trained on the same training subset:
 - classification: TF-IDF (word 1-2 grams; characters 1-3 for Chinese) + logistic
@@ -133,6 +134,7 @@ def row_settings(args, task: str) -> dict:
         "seed": args.seed,
         "backbone_dropout": args.backbone_dropout,
         "precision": args.precision,
+        "epochs": args.epochs,
     }
     if task == "classify":
         settings["pooling"] = args.pooling
@@ -143,8 +145,12 @@ def ran_with(config: dict, recorded: dict | None, task: str) -> dict:
     """The settings a finished row ran with: as recorded (its INPUTS file) when it
     finished or, for rows from before they were, those its config.json shows."""
     if recorded is not None and "settings" in recorded:
-        return recorded["settings"]
-    found = {"max_train": config.get("max_train"), "seed": config["train"]["seed"]}
+        return {"epochs": None, **recorded["settings"]}  # before --epochs: the task's
+    found = {
+        "max_train": config.get("max_train"),
+        "seed": config["train"]["seed"],
+        "epochs": None,
+    }
     if task == "classify":  # rows from before --pooling read [CLS]
         found["pooling"] = config.get("task_options", {}).get("pooling", "cls")
     return found
@@ -187,6 +193,19 @@ def stale(out: str, task: str, inputs: dict[str, str], settings: dict) -> str | 
     return None
 
 
+def without_options(extra: list[str], *names: str) -> list[str]:
+    """`extra` less the named options and their values."""
+    kept, skip = [], False
+    for word in extra:
+        if skip:
+            skip = False
+        elif word in names:
+            skip = True
+        else:
+            kept.append(word)
+    return kept
+
+
 def finetune_run(args, name, language, task, stem, ext, extra, init) -> dict:
     out = os.path.join(args.out, f"{name}-{init}")
     metrics_file = os.path.join(out, "metrics.json")
@@ -199,6 +218,10 @@ def finetune_run(args, name, language, task, stem, ext, extra, init) -> dict:
     reason = os.path.exists(metrics_file) and stale(out, task, inputs, settings)
     if reason:
         raise SystemExit(f"{out}: {reason}; delete that directory to run it again")
+    if args.epochs is not None:  # every epoch run, the best dev epoch kept
+        epochs = str(args.epochs)
+        extra = [*without_options(extra, "--epochs", "--patience"),
+                 "--epochs", epochs, "--patience", epochs]  # fmt: skip
     if not os.path.exists(metrics_file):
         command = ["kbl", "finetune", "--task", task, "--train", train, "--dev", dev,
                    "--out", out, "--max-train", str(args.max_train),
@@ -337,6 +360,10 @@ def main() -> int:
     parser.add_argument("--pooling", choices=POOLING, default="cls",
                         help="what the classifiers read: the pooled [CLS] output "
                         "or the mean of the token outputs")  # fmt: skip
+    parser.add_argument("--epochs", type=int,
+                        help="train every row for this many epochs, without early "
+                        "stopping (the best dev epoch is kept; default: each "
+                        "task's own, 3 or 8 with early stopping)")  # fmt: skip
     parser.add_argument("--precision", choices=PRECISIONS,
                         help="both rows' training precision (default: kbl's "
                         "auto, which depends on the machine)")  # fmt: skip
