@@ -8,8 +8,10 @@ import errno
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
+
+from keras_bert_lite.errors import KblError
 
 
 @contextlib.contextmanager
@@ -83,3 +85,29 @@ def read_json(path: str) -> Any:
         raise KblError(f"{path}: file not found") from None
     except json.JSONDecodeError as e:
         raise KblError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+
+
+def json_lines(
+    path: str, lines: Iterable[tuple[int, str]], example: str
+) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSONL file.
+
+    `lines` are the file's (number, text) pairs; a line that is not a JSON object is
+    an error naming the file and line, with `example` showing what one should hold.
+    """
+    for number, line in lines:
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise KblError(
+                f"{path}:{number}: not valid JSON ({e.msg}); each line must be "
+                f"an object like {example}"
+            ) from None
+        if not isinstance(record, dict):
+            raise KblError(
+                f"{path}:{number}: expected a JSON object like {example}, found "
+                f"{type(record).__name__}"
+            )
+        yield number, record

@@ -80,6 +80,12 @@ def test_bad_input_names_file_and_line(tmp_path):
     path.write_text('{"text": "fine"}\nnot json\n')
     with pytest.raises(KblError, match=r"c\.jsonl:2: not valid JSON"):
         list(read_documents(str(path)))
+    path.write_text('{"text": "fine"}\n["a list"]\n')
+    with pytest.raises(KblError, match=r"c\.jsonl:2: expected a JSON object.*list"):
+        list(read_documents(str(path)))
+    path.write_text('{"text": "fine"}\n\n{"body": "x"}\n')
+    with pytest.raises(KblError, match=r"c\.jsonl:3: .*string 'text' field"):
+        list(read_documents(str(path)))
     with pytest.raises(KblError, match="no such file"):
         list(read_documents(str(tmp_path / "missing.txt")))
     with pytest.raises(KblError, match="matches no files"):

@@ -17,13 +17,13 @@ import dataclasses
 import glob
 import gzip
 import itertools
-import json
 import logging
 import os
 import re
 from collections.abc import Iterable, Iterator
 
 from keras_bert_lite.errors import KblError
+from keras_bert_lite.io import json_lines
 
 log = logging.getLogger("keras_bert_lite")
 
@@ -184,17 +184,9 @@ def _documents_text(path: str, stats: CorpusStats) -> Iterator[list[str]]:
 
 
 def _documents_jsonl(path: str, stats: CorpusStats) -> Iterator[list[str]]:
-    for number, line in _open_lines(path, stats):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise KblError(
-                f"{path}:{number}: not valid JSON ({e.msg}); each line must be "
-                'an object like {"text": "..."}'
-            ) from None
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+    lines = _open_lines(path, stats)
+    for number, record in json_lines(path, lines, '{"text": "..."}'):
+        if not isinstance(record.get("text"), str):
             raise KblError(
                 f"{path}:{number}: expected an object with a string 'text' field"
             )

@@ -19,7 +19,6 @@ import csv
 import dataclasses
 import gzip
 import io
-import json
 import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from keras_bert_lite.errors import KblError
+from keras_bert_lite.io import json_lines
 
 log = logging.getLogger("keras_bert_lite")
 
@@ -134,22 +134,7 @@ def _classification_record(
 
 
 def _jsonl_rows(path: str) -> Iterator[tuple[int, Mapping[str, Any]]]:
-    for number, line in _lines(path):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise KblError(
-                f"{path}:{number}: not valid JSON ({e.msg}); each line "
-                'must be an object like {"text": "...", "label": "..."}'
-            ) from None
-        if not isinstance(record, dict):
-            raise KblError(
-                f"{path}:{number}: expected a JSON object, found "
-                f"{type(record).__name__}"
-            )
-        yield number, record
+    return json_lines(path, _lines(path), '{"text": "...", "label": "..."}')
 
 
 def _csv_rows(path: str, delimiter: str) -> Iterator[tuple[int, Mapping[str, Any]]]:
