@@ -34,8 +34,6 @@ def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
     except (OSError, RuntimeError) as e:  # h5py raises either on a full disk
         if not disk_full(e):
             raise
-        from keras_bert_lite.errors import KblError
-
         raise KblError(
             f"{path}: no space left on the device while writing it; the previous "
             "file (if any) is untouched; free some space and run the command again"
@@ -76,8 +74,6 @@ def write_json(path: str, value: Any) -> None:
 
 
 def read_json(path: str) -> Any:
-    from keras_bert_lite.errors import KblError
-
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
