@@ -6,15 +6,15 @@ and against a classical baseline, all measured the same way on one machine.
         --data ../shared/data --out runs/table
 
 The English and Chinese pretrained runs come from `kbl pretrain` (see
-examples/pretrain_mini.sh en|zh). Every fine-tuning
-run is a `kbl finetune` command, printed before it starts; runs that already have a
-metrics.json are reused and a run stopped part way is continued from its last epoch
-checkpoint (`--resume`), so an interrupted table picks up where it stopped. A finished
-run whose inputs have changed since (other data; the pretrained run trained further)
-or that ran with other settings (--seed, --max-train, --backbone-dropout, --pooling,
---precision, --epochs) stops the script with the directory to delete: it is not
-reused. Results go to OUT/results.json and OUT/results.md (the tasks run so far: "-"
-marks a row not run yet). On a 2-core machine two processes on one core each
+examples/pretrain_mini.sh en|zh). Every fine-tuning run is a `kbl finetune` command,
+printed before it starts; runs that already have a metrics.json are reused and a run
+stopped part way is continued from its last epoch checkpoint (`--resume`), so an
+interrupted table picks up where it stopped. A finished run whose inputs have changed
+since (other data; the pretrained run trained further) or that ran with other
+settings (--seed, --max-train, --backbone-dropout, --pooling, --precision, --epochs,
+--learning-rate) stops the script with the directory to delete: it is not reused.
+Results go to OUT/results.json and OUT/results.md (the tasks run so far: "-" marks a
+row not run yet). On a 2-core machine two processes on one core each
 (`taskset -c 0 ... --rows pretrained`, `taskset -c 1 ... --rows random`) finish
 sooner than one on both.
 
@@ -37,6 +37,8 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
+
+from keras_bert_lite.training.finetune import default_learning_rate
 
 from keras_bert_lite.config import POOLING, PRECISIONS
 from keras_bert_lite.io import read_json, write_json, write_text
@@ -127,14 +129,18 @@ def digests(inputs: dict[str, str]) -> dict[str, str]:
 INPUTS = "table_inputs.json"  # a row's input digests, written when it finishes
 
 
-def row_settings(args, task: str) -> dict:
-    """The options of this script that change what a fine-tuned row measures."""
+def row_settings(args, task: str, pretrained: str) -> dict:
+    """The options of this script that change what a fine-tuned row measures. The
+    learning rate is the one the row trains with: --learning-rate, or kbl's default
+    for the pretrained run's model size."""
+    hidden_dim = read_json(os.path.join(pretrained, CONFIG))["model"]["hidden_dim"]
     settings = {
         "max_train": args.max_train,
         "seed": args.seed,
         "backbone_dropout": args.backbone_dropout,
         "precision": args.precision,
         "epochs": args.epochs,
+        "learning_rate": args.learning_rate or default_learning_rate(hidden_dim),
     }
     if task == "classify":
         settings["pooling"] = args.pooling
@@ -144,12 +150,15 @@ def row_settings(args, task: str) -> dict:
 def ran_with(config: dict, recorded: dict | None, task: str) -> dict:
     """The settings a finished row ran with: as recorded (its INPUTS file) when it
     finished or, for rows from before they were, those its config.json shows."""
+    learning_rate = config["train"]["learning_rate"]  # before --learning-rate too
     if recorded is not None and "settings" in recorded:
-        return {"epochs": None, **recorded["settings"]}  # before --epochs: the task's
+        # before --epochs: the task's
+        return {"epochs": None, "learning_rate": learning_rate, **recorded["settings"]}
     found = {
         "max_train": config.get("max_train"),
         "seed": config["train"]["seed"],
         "epochs": None,
+        "learning_rate": learning_rate,
     }
     if task == "classify":  # rows from before --pooling read [CLS]
         found["pooling"] = config.get("task_options", {}).get("pooling", "cls")
@@ -214,7 +223,7 @@ def finetune_run(args, name, language, task, stem, ext, extra, init) -> dict:
     inputs = {"train_file": train, "dev_file": dev}
     if init == "pretrained":
         inputs["init"] = pretrained
-    settings = row_settings(args, task)
+    settings = row_settings(args, task, pretrained)
     reason = os.path.exists(metrics_file) and stale(out, task, inputs, settings)
     if reason:
         raise SystemExit(f"{out}: {reason}; delete that directory to run it again")
@@ -232,6 +241,7 @@ def finetune_run(args, name, language, task, stem, ext, extra, init) -> dict:
             command += ["--pooling", args.pooling]
         if args.precision is not None:
             command += ["--precision", args.precision]
+        command += ["--learning-rate", str(settings["learning_rate"])]
         if init == "pretrained":
             command += ["--init", pretrained]
         else:  # the same model and vocabulary, random weights
@@ -364,6 +374,9 @@ def main() -> int:
                         help="train every row for this many epochs, without early "
                         "stopping (the best dev epoch is kept; default: each "
                         "task's own, 3 or 8 with early stopping)")  # fmt: skip
+    parser.add_argument("--learning-rate", type=float,
+                        help="both rows' peak learning rate (default: kbl's, "
+                        "by model size: 1e-4 for mini)")  # fmt: skip
     parser.add_argument("--precision", choices=PRECISIONS,
                         help="both rows' training precision (default: kbl's "
                         "auto, which depends on the machine)")  # fmt: skip

@@ -282,6 +282,12 @@ def _load_backbone(
     return backbone, tokenizer, config
 
 
+def default_learning_rate(hidden_dim: int) -> float:
+    """Fine-tuning's peak learning rate for a model of this width: 1e-4 up to 256
+    hidden units (BERT-tiny to -mini), 5e-5 up to 512, 2e-5 above (BERT-base)."""
+    return 1e-4 if hidden_dim <= 256 else 5e-5 if hidden_dim <= 512 else 2e-5
+
+
 def finetune(
     task: str,
     train: str,
@@ -439,8 +445,7 @@ def finetune(
     dev_data = _encode(task, dev_records, tokenizer, labels, options)
 
     if learning_rate is None:
-        hidden = model_config.hidden_dim
-        learning_rate = 1e-4 if hidden <= 256 else 5e-5 if hidden <= 512 else 2e-5
+        learning_rate = default_learning_rate(model_config.hidden_dim)
     n = len(train_data.inputs["token_ids"])
     micro_batch = batch_size // accumulation
     if micro_batch % distribution.num_replicas_in_sync:
