@@ -215,20 +215,17 @@ def _fine_tune_classifier(task_data, vocab, run, **options):
     from keras_bert_lite.training.finetune import finetune
 
     train, dev = task_data["classify"]
+    defaults = dict(init="random", model="tiny", vocab=vocab, seq_len=32)
     return finetune(
         "classify",
         train,
         dev,
         str(run),
-        init="random",
-        model="tiny",
-        vocab=vocab,
-        seq_len=32,
         batch_size=16,
         epochs=1,
         log=lambda s: None,
         verbose=0,
-        **options,
+        **{**defaults, **options},
     )
 
 
@@ -273,6 +270,30 @@ def test_a_resumed_run_reports_the_time_of_its_earlier_calls(
     result = _fine_tune_classifier(task_data, vocab, run, resume=True)
     assert 1000 < result.seconds < 1000 + first + 120
     assert json.loads((run / "metrics.json").read_text())["seconds"] == result.seconds
+
+
+def test_a_resumed_run_given_other_settings_names_them(
+    classifier_run, task_data, vocab
+):
+    """Resuming with a setting the run did not start with is refused before anything
+    is written, and the error names the setting, what the run has and what was given."""
+    from keras_bert_lite.errors import KblError
+
+    before = {p.name: p.stat().st_mtime_ns for p in Path(classifier_run).rglob("*")}
+    run = classifier_run
+    with pytest.raises(KblError) as refused:
+        _fine_tune_classifier(task_data, vocab, run, pooling="mean", resume=True)
+    assert str(refused.value) == (
+        f"{run}/config.json: the run's task_options differs from these arguments "
+        "(pooling: 'cls' in the run, 'mean' given); resume it with the arguments "
+        "it started with"
+    )
+    with pytest.raises(KblError, match=r"task_options .*\(seq_len: 32 in the run, 48"):
+        _fine_tune_classifier(task_data, vocab, run, seq_len=48, resume=True)
+    with pytest.raises(KblError, match=r"model .*num_layers: 2 in the run, 4 given\)"):
+        _fine_tune_classifier(task_data, vocab, run, model="mini", resume=True)
+    after = {p.name: p.stat().st_mtime_ns for p in Path(classifier_run).rglob("*")}
+    assert after == before
 
 
 def test_backbone_dropout_replaces_the_runs_and_keeps_its_weights(classifier_run):

@@ -662,9 +662,14 @@ def _check_same_run(recorded: dict, config: dict, path: str) -> None:
         if section == "task_options" and config["task"] == "classify":
             theirs.setdefault("pooling", "cls")  # runs from before --pooling
         if mine != theirs:
+            fields = "; ".join(
+                f"{key}: {theirs.get(key)!r} in the run, {mine.get(key)!r} given"
+                for key in sorted(set(mine) | set(theirs))
+                if mine.get(key) != theirs.get(key)
+            )
             raise KblError(
-                f"{path}: the run's {section} differs from these arguments; resume "
-                "it with the arguments it started with"
+                f"{path}: the run's {section} differs from these arguments "
+                f"({fields}); resume it with the arguments it started with"
             )
 
 
