@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from keras_bert_lite.models import BertBackbone, BertPretrainer
+from keras_bert_lite.models.bert_pretrainer import POOLER_ONLY
 
 VOCAB, B, T, P = 97, 4, 16, 3
 
@@ -250,6 +251,37 @@ def test_overfits_one_fixed_batch():
     assert result["mlm_accuracy"] == 1.0
 
 
+def test_pretraining_without_nsp_leaves_the_pooler_alone_without_a_warning():
+    """Without NSP nothing reads the pooler: it has no gradient. Training does not
+    warn about it, does not move it (AdamW's weight decay included), and keeps it in
+    the optimizer, so checkpoints have one layout with and without NSP. A missing
+    gradient for any other variable still warns."""
+    from keras_bert_lite.training.optimizer import bert_optimizer
+
+    model = BertPretrainer(tiny_backbone(), nsp=False)
+    model.compile(optimizer=bert_optimizer(1e-2, total_steps=10, warmup=0.0))
+    pooler = model.backbone.pooler
+    before = [v.numpy().copy() for v in pooler.weights]
+    embedding = model.backbone.token_embedding.embeddings.numpy().copy()
+    x, y, w = batch()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.train_on_batch(x, y, w)
+    assert not [c for c in caught if "Gradients do not exist" in str(c.message)]
+    for v, b in zip(pooler.weights, before, strict=True):
+        np.testing.assert_array_equal(v.numpy(), b)
+    assert not np.allclose(model.backbone.token_embedding.embeddings.numpy(), embedding)
+    assert {id(v) for v in pooler.weights} <= {id(v) for v in model.trainable_weights}
+
+    names = [v.path for v in pooler.weights]
+    assert names[0].endswith("pooler/kernel") and names[1].endswith("pooler/bias")
+    message = f"Gradients do not exist for variables {names} when minimizing the loss."
+    assert POOLER_ONLY.match(message)
+    more = f"Gradients do not exist for variables {[*names, 'extra/kernel']} when"
+    assert not POOLER_ONLY.match(more)
+    assert not POOLER_ONLY.match(message.replace(names[1], "dense/bias"))
+
+
 def test_task_models_train_the_weights_they_read_and_leave_the_backbone_alone():
     """Tagging, QA and a mean-pooling classifier read the sequence output, not the
     pooler: they train without it (and without Keras's "Gradients do not exist"
@@ -392,6 +424,10 @@ assert out["mlm_logits"].shape == (4, 3, 97) and out["nsp_logits"].shape == (4, 
 loss = float(model.compute_loss(x, y, out, w))
 logs = model.train_on_batch(x, y, sample_weight=w, return_dict=True)
 assert np.isfinite(logs["loss"]) and "mlm_accuracy" in logs, logs
+plain = BertPretrainer(tiny_backbone(), nsp=False)  # its own train_step
+plain.compile(optimizer="adam")
+logs = plain.train_on_batch(x, y, sample_weight=w, return_dict=True)
+assert np.isfinite(logs["loss"]) and "nsp_loss" not in logs, logs
 inputs = {k: x[k] for k in ("token_ids", "segment_ids", "padding_mask")}
 p = model.backbone.attention_probabilities(inputs)
 assert len(p) == 2 and np.allclose(np.asarray(p[0]).sum(-1), 1.0, atol=1e-5)

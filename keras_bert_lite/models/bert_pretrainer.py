@@ -3,12 +3,23 @@
 B = batch, P = max_predictions, V = vocabulary.
 """
 
+import re
+import warnings
+
 import keras
 from keras import ops
 
 from keras_bert_lite.layers import MaskedLMHead
 from keras_bert_lite.models.bert_backbone import BertBackbone
 from keras_bert_lite.models.losses import weighted_mean
+
+# Without NSP nothing reads the pooler, so it has no gradient and Keras's optimizer
+# warns at every fit. The warning is dropped when the pooler's kernel and bias are the
+# only variables it names: any other missing gradient still warns.
+POOLER_ONLY = re.compile(
+    r"Gradients do not exist for variables \['[^',]*pooler/kernel', "
+    r"'[^',]*pooler/bias'\] "
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_bert_lite")
@@ -94,6 +105,15 @@ class BertPretrainer(keras.Model):
         if self.nsp:
             ours += [self.nsp_loss_tracker, self.nsp_accuracy]
         return super().metrics + ours
+
+    def train_step(self, *args, **kwargs):
+        if self.nsp:
+            return super().train_step(*args, **kwargs)
+        # The pooler stays in the optimizer (untouched: no gradient, no weight decay),
+        # so checkpoints keep one layout with and without NSP; fine-tuning trains it.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=POOLER_ONLY.pattern)
+            return super().train_step(*args, **kwargs)
 
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
