@@ -14,6 +14,10 @@ rows (the "seeds" column), so tasks run with different numbers of seeds share a 
 `--against DIR...` (one per directory, same seeds, same order) compares the pretrained
 rows with those of another model's table, e.g. a model adapted to the task's text
 against the one it started from: its rows, the paired difference and its t-test.
+
+`--random DIR...` (one per directory, same seeds, same order) takes the random rows
+from other tables, e.g. each row at its own learning rate (`finetune_table.py
+--learning-rate`): the pretrained rows of DIR against the random rows of these.
 """
 
 from __future__ import annotations
@@ -72,14 +76,42 @@ def main() -> int:
         metavar="DIR",
         help="another model's table directories, one per DIR in the same order",
     )
+    parser.add_argument(
+        "--random",
+        nargs="+",
+        metavar="DIR",
+        help="take the random rows from these table directories, one per DIR in "
+        "the same order",
+    )
     args = parser.parse_args()
     results = read_results(args.dirs, parser)
     others = read_results(args.against, parser) if args.against else None
-    if others is not None and len(others) != len(results):
-        parser.error(
-            f"--against: give one directory per DIR, in the same order "
-            f"({len(results)} and {len(others)} given)"
-        )
+    randoms = read_results(args.random, parser) if args.random else None
+    for option, tables in (("--against", others), ("--random", randoms)):
+        if tables is not None and len(tables) != len(results):
+            parser.error(
+                f"{option}: give one directory per DIR, in the same order "
+                f"({len(results)} and {len(tables)} given)"
+            )
+    for directory, table, other, source in zip(
+        args.dirs, results, randoms or [], args.random or [], strict=False
+    ):
+        for name, row in table.items():
+            if not other.get(name, {}).get("random"):
+                row.pop("random", None)  # that seed has no random row to compare
+                continue
+            # The baseline is fitted to the seed's training sample: the same sample
+            # gives the same score, another seed (almost surely) does not.
+            if (row.get("baseline") or {}).get("dev") != (
+                other[name].get("baseline") or {}
+            ).get("dev"):
+                parser.error(
+                    f"--random {source}: its {name} baseline differs from that of "
+                    f"{directory}, so its rows were trained on another sample "
+                    "(another --seed or --max-train); give the directories in the "
+                    "same seed order"
+                )
+            row["random"] = other[name]["random"]
     extra = " against | pretrained - against | paired t-test p |" if others else ""
     lines = [
         "| task | dev metric | seeds | pretrained | random init | pretrained - random "
