@@ -67,6 +67,32 @@ def dev_values(tables, seeds, name, row, key, scale) -> list[float]:
     ]
 
 
+def baseline_dev(row: dict) -> dict | None:
+    return (row.get("baseline") or {}).get("dev")
+
+
+def use_random_rows(dirs, results, sources, randoms, parser) -> None:
+    """Replaces each table's random rows with those of the table at the same place
+    in `randoms`; a task that table has no random row for loses its own."""
+    for directory, table, source, other in zip(
+        dirs, results, sources, randoms, strict=True
+    ):
+        for name, row in table.items():
+            if not other.get(name, {}).get("random"):
+                row.pop("random", None)  # that seed has no random row to compare
+                continue
+            # The baseline is fitted to the seed's training sample: the same sample
+            # gives the same score, another seed (almost surely) does not.
+            if baseline_dev(row) != baseline_dev(other[name]):
+                parser.error(
+                    f"--random {source}: its {name} baseline differs from that of "
+                    f"{directory}, so its rows were trained on another sample "
+                    "(another --seed or --max-train); give the directories in the "
+                    "same seed order"
+                )
+            row["random"] = other[name]["random"]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dirs", nargs="+", help="finetune_table --out directories")
@@ -93,25 +119,8 @@ def main() -> int:
                 f"{option}: give one directory per DIR, in the same order "
                 f"({len(results)} and {len(tables)} given)"
             )
-    for directory, table, other, source in zip(
-        args.dirs, results, randoms or [], args.random or [], strict=False
-    ):
-        for name, row in table.items():
-            if not other.get(name, {}).get("random"):
-                row.pop("random", None)  # that seed has no random row to compare
-                continue
-            # The baseline is fitted to the seed's training sample: the same sample
-            # gives the same score, another seed (almost surely) does not.
-            if (row.get("baseline") or {}).get("dev") != (
-                other[name].get("baseline") or {}
-            ).get("dev"):
-                parser.error(
-                    f"--random {source}: its {name} baseline differs from that of "
-                    f"{directory}, so its rows were trained on another sample "
-                    "(another --seed or --max-train); give the directories in the "
-                    "same seed order"
-                )
-            row["random"] = other[name]["random"]
+    if randoms is not None:
+        use_random_rows(args.dirs, results, args.random, randoms, parser)
     extra = " against | pretrained - against | paired t-test p |" if others else ""
     lines = [
         "| task | dev metric | seeds | pretrained | random init | pretrained - random "
