@@ -12,7 +12,8 @@ stopped part way is continued from its last epoch checkpoint (`--resume`), so an
 interrupted table picks up where it stopped. A finished run whose inputs have changed
 since (other data; the pretrained run trained further) or that ran with other
 settings (--seed, --max-train, --backbone-dropout, --pooling, --precision, --epochs,
---learning-rate) stops the script with the directory to delete: it is not reused.
+--learning-rate, --layer-decay) stops the script with the directory to delete: it is
+not reused.
 Results go to OUT/results.json and OUT/results.md (the tasks run so far: "-" marks a
 row not run yet). On a 2-core machine two processes on one core each
 (`taskset -c 0 ... --rows pretrained`, `taskset -c 1 ... --rows random`) finish
@@ -141,6 +142,7 @@ def row_settings(args, task: str, pretrained: str) -> dict:
         "precision": args.precision,
         "epochs": args.epochs,
         "learning_rate": args.learning_rate or default_learning_rate(hidden_dim),
+        "layer_decay": args.layer_decay,
     }
     if task == "classify":
         settings["pooling"] = args.pooling
@@ -150,15 +152,18 @@ def row_settings(args, task: str, pretrained: str) -> dict:
 def ran_with(config: dict, recorded: dict | None, task: str) -> dict:
     """The settings a finished row ran with: as recorded (its INPUTS file) when it
     finished or, for rows from before they were, those its config.json shows."""
-    learning_rate = config["train"]["learning_rate"]  # before --learning-rate too
+    optimizer = {  # recorded before --learning-rate and --layer-decay too
+        "learning_rate": config["train"]["learning_rate"],
+        "layer_decay": config["train"].get("layer_decay", 1.0),
+    }
     if recorded is not None and "settings" in recorded:
         # before --epochs: the task's
-        return {"epochs": None, "learning_rate": learning_rate, **recorded["settings"]}
+        return {"epochs": None, **optimizer, **recorded["settings"]}
     found = {
         "max_train": config.get("max_train"),
         "seed": config["train"]["seed"],
         "epochs": None,
-        "learning_rate": learning_rate,
+        **optimizer,
     }
     if task == "classify":  # rows from before --pooling read [CLS]
         found["pooling"] = config.get("task_options", {}).get("pooling", "cls")
@@ -242,6 +247,8 @@ def finetune_run(args, name, language, task, stem, ext, extra, init) -> dict:
         if args.precision is not None:
             command += ["--precision", args.precision]
         command += ["--learning-rate", str(settings["learning_rate"])]
+        if settings["layer_decay"] != 1.0:
+            command += ["--layer-decay", str(settings["layer_decay"])]
         if init == "pretrained":
             command += ["--init", pretrained]
         else:  # the same model and vocabulary, random weights
@@ -377,6 +384,9 @@ def main() -> int:
     parser.add_argument("--learning-rate", type=float,
                         help="both rows' peak learning rate (default: kbl's, "
                         "by model size: 1e-4 for mini)")  # fmt: skip
+    parser.add_argument("--layer-decay", type=float, default=1.0,
+                        help="both rows' layer-wise learning-rate decay (default "
+                        "1: one rate for every layer)")  # fmt: skip
     parser.add_argument("--precision", choices=PRECISIONS,
                         help="both rows' training precision (default: kbl's "
                         "auto, which depends on the machine)")  # fmt: skip

@@ -470,6 +470,7 @@ def _cmd_finetune(args) -> dict:
         batch_size=args.batch_size,
         epochs=args.epochs,
         learning_rate=args.learning_rate,
+        layer_decay=args.layer_decay,
         patience=args.patience,
         doc_stride=args.doc_stride,
         max_query_len=args.max_query_len,
@@ -748,6 +749,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--learning-rate",
         type=float,
         help="default by model size: 1e-4 (<=256 hidden), 5e-5, 2e-5",
+    )
+    p.add_argument(
+        "--layer-decay",
+        type=float,
+        default=1.0,
+        help="layer-wise learning-rate decay: each layer below the head trains at "
+        "this factor of the rate of the one above, the embeddings lowest (e.g. 0.8; "
+        "default 1: one rate)",
     )
     p.add_argument(
         "--patience",

@@ -169,6 +169,9 @@ class TrainConfig:
     seed: int = 0  # seeds data order, NSP pairs, masks and weight initialisation
     optimizer: str = "adamw"  # adamw | lamb (layer-wise trust ratio, large batches)
     accumulation: int = 1  # micro-batches per step: batch_size / accumulation each
+    # Fine-tuning: each layer below the head trains at this factor of the rate of the
+    # layer above (embeddings lowest); 1: one rate for all.
+    layer_decay: float = 1.0
     steps_per_execution: int | None = (
         None  # steps per device call; None: 1, TPU: up to 100
     )
@@ -218,6 +221,10 @@ class TrainConfig:
             raise KblError(
                 f"train config: jit_compile must be auto, true or false, got "
                 f"{self.jit_compile!r}"
+            )
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise KblError(
+                f"train config: layer_decay must be in (0, 1], got {self.layer_decay}"
             )
         if not 0.0 <= self.warmup < 1.0:
             raise KblError(

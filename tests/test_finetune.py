@@ -292,8 +292,37 @@ def test_a_resumed_run_given_other_settings_names_them(
         _fine_tune_classifier(task_data, vocab, run, seq_len=48, resume=True)
     with pytest.raises(KblError, match=r"model .*num_layers: 2 in the run, 4 given\)"):
         _fine_tune_classifier(task_data, vocab, run, model="mini", resume=True)
+    with pytest.raises(KblError, match=r"the run has layer_decay 1.0, not 0.8;"):
+        _fine_tune_classifier(task_data, vocab, run, layer_decay=0.8, resume=True)
+    with pytest.raises(KblError, match=r"the run has learning_rate 0.0001, not 0.001;"):
+        _fine_tune_classifier(task_data, vocab, run, learning_rate=1e-3, resume=True)
     after = {p.name: p.stat().st_mtime_ns for p in Path(classifier_run).rglob("*")}
     assert after == before
+
+
+def test_layer_decay_trains_the_lower_layers_slower(classifier_run, task_data, vocab):
+    """From a run's weights with layer decay 0.01 (tiny: 2 encoder layers), the
+    pooler trains at the full rate and the embeddings at 1e-6 of it: they hardly
+    move, where the pooler moves as the full rate moves it."""
+    from keras_bert_lite import run as run_dir
+
+    out = Path(classifier_run).parent / "decayed"
+    _fine_tune_classifier(task_data, vocab, out, init=classifier_run, layer_decay=0.01)
+    assert json.loads((out / "config.json").read_text())["train"]["layer_decay"] == 0.01
+    before, after = run_dir.load(classifier_run).backbone, run_dir.load(out).backbone
+
+    def moved(layer):
+        return max(
+            float(np.abs(a - b).max())
+            for a, b in zip(
+                getattr(before, layer).get_weights(),
+                getattr(after, layer).get_weights(),
+                strict=True,
+            )
+        )
+
+    assert moved("pooler") > 1e-4
+    assert moved("embeddings") < 1e-3 * moved("pooler")
 
 
 def test_backbone_dropout_replaces_the_runs_and_keeps_its_weights(classifier_run):

@@ -292,6 +292,11 @@ CASES = {
         "seq_len",
         "max_sequence_length",
     ),
+    "layer_decay_above_one": lambda t: (
+        _finetune(t, "classify", None, None, "--layer-decay", "1.5"),
+        "layer_decay",
+        "(0, 1]",
+    ),
     # --- task files ---
     "label_unknown_to_model": lambda t: (
         _finetune(
@@ -950,3 +955,16 @@ def test_export_manifest_cannot_point_outside_the_export(tmp_path, path):
         read_manifest(str(tmp_path))
     with pytest.raises(KblError):
         predict_exported(str(tmp_path), ["text"])
+
+
+def test_pretraining_refuses_a_layer_decay(tmp_path):
+    """Layer decay is a fine-tuning setting: pretrain() says so, and writes nothing."""
+    from keras_bert_lite.training.pretrain import pretrain
+
+    from keras_bert_lite.errors import KblError
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(_corpus_text(), encoding="utf-8")
+    with pytest.raises(KblError, match=r"layer_decay 0.8: a fine-tuning setting"):
+        pretrain(str(corpus), str(tmp_path / "run"), model="tiny", layer_decay=0.8)
+    assert not (tmp_path / "run").exists()

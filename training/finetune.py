@@ -304,6 +304,7 @@ def finetune(
     learning_rate: float | None = None,
     warmup: float = 0.1,
     weight_decay: float = 0.01,
+    layer_decay: float = 1.0,
     patience: int = 2,
     doc_stride: int = 128,
     max_query_len: int = 64,
@@ -335,6 +336,10 @@ def finetune(
         batch_size, epochs, learning_rate, warmup, weight_decay: optimisation;
             the default learning rate follows the model size (1e-4 for up to 256
             hidden units, 5e-5 up to 512, 2e-5 above).
+        layer_decay: layer-wise learning-rate decay: the head (and pooler) train at
+            `learning_rate`, the top encoder layer at `layer_decay` times it, each
+            layer below at `layer_decay` times the one above, the embeddings lowest.
+            1 (the default): one rate for every layer.
         patience: stop after this many epochs without a better dev score.
         doc_stride, max_query_len: QA windowing.
         max_train: train on a seeded random sample of this many training records
@@ -365,7 +370,7 @@ def finetune(
         A `FinetuneResult` with the best dev metrics.
     """
     import keras
-    from keras_bert_lite.training.optimizer import bert_optimizer
+    from keras_bert_lite.training.optimizer import bert_optimizer, layer_decay_factors
     from keras_bert_lite.training.strategy import (
         Workers,
         fit_under,
@@ -383,7 +388,12 @@ def finetune(
         raise KblError("--pooling applies to classification (--task classify) only")
     if pooling not in POOLING:
         raise KblError(f"--pooling {pooling}: choose one of {', '.join(POOLING)}")
-    TrainConfig(batch_size=batch_size, strategy=strategy, accumulation=accumulation)
+    TrainConfig(
+        batch_size=batch_size,
+        strategy=strategy,
+        accumulation=accumulation,
+        layer_decay=layer_decay,
+    )
     # The strategy first: the multi-worker one configures the TensorFlow runtime.
     distribution = get_strategy(strategy)
     workers = Workers.of(distribution)
@@ -473,6 +483,7 @@ def finetune(
                 warmup,
                 weight_decay,
                 accumulation=accumulation,
+                rate_factors=layer_decay_factors(backbone, layer_decay),
             ),
             jit_compile=resolve_jit_compile(
                 jit_compile, precision, distribution, total_steps
@@ -506,6 +517,7 @@ def finetune(
             learning_rate=learning_rate,
             warmup=warmup,
             weight_decay=weight_decay,
+            layer_decay=layer_decay,
             precision=precision,
             strategy=strategy,
             jit_compile=xla,
@@ -610,9 +622,16 @@ def finetune(
         ]
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
+    if layer_decay != 1.0:
+        lowest = learning_rate * layer_decay ** (model_config.num_layers + 1)
+        rate = (
+            f"{learning_rate:g} (layer decay {layer_decay:g}, embeddings {lowest:.3g})"
+        )
+    else:
+        rate = f"{learning_rate:g}"
     log(
         f"fine-tuning ({model.count_params():,} parameters) for up to {epochs} "
-        f"epochs of {steps_per_epoch} steps, learning rate {learning_rate:g}, "
+        f"epochs of {steps_per_epoch} steps, learning rate {rate}, "
         f"precision {precision}, XLA {xla} -> {out}"
     )
     if initial_epoch < epochs and not best["stopped"]:
@@ -653,6 +672,14 @@ def _check_same_run(recorded: dict, config: dict, path: str) -> None:
             raise KblError(
                 f"{path}: the run has {key} {recorded.get(key)!r}, not "
                 f"{config.get(key)!r}; resume it with the arguments it started with"
+            )
+    for key, default in (("learning_rate", None), ("layer_decay", 1.0)):
+        theirs = (recorded.get("train") or {}).get(key, default)
+        if theirs != config["train"][key]:
+            raise KblError(
+                f"{path}: the run has {key} {theirs!r}, not "
+                f"{config['train'][key]!r}; resume it with the arguments it "
+                "started with"
             )
     for section in ("model", "task_options"):
         mine = {k: v for k, v in config[section].items() if k != "threshold"}

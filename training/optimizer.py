@@ -1,6 +1,7 @@
 """Optimizers as BERT was trained: AdamW (or LAMB for large batches), linear warm-up
 then linear decay to zero, LayerNorm and biases exempt from weight decay, optional
-gradient accumulation."""
+gradient accumulation, and optional per-variable learning-rate factors (layer-wise
+decay for fine-tuning, as ELECTRA and DeBERTa fine-tune)."""
 
 from __future__ import annotations
 
@@ -81,13 +82,50 @@ def _sum_over_replicas(grads):
     return [None if g is None else next(summed) for g in grads]
 
 
-@keras.saving.register_keras_serializable(package="keras_bert_lite")
-class AdamW(_ReduceThenClip, keras.optimizers.AdamW):
-    """`keras.optimizers.AdamW`, clipping the global gradient under a strategy."""
+class _RateFactors:
+    """Scales the learning rate of some variables: `rate_factors` maps a variable's
+    `path` to a factor (1 for the others). The update and the weight decay both see
+    the scaled rate, as with an optimizer of its own at that rate."""
+
+    def __init__(self, *args, rate_factors: dict[str, float] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rate_factors = {str(k): float(v) for k, v in (rate_factors or {}).items()}
+
+    def build(self, var_list):
+        super().build(var_list)
+        self._factors = [self.rate_factors.get(v.path, 1.0) for v in var_list]
+
+    def _scaled(self, variable, learning_rate):
+        factor = self._factors[self._get_variable_index(variable)]
+        return learning_rate if factor == 1.0 else learning_rate * factor
+
+    def get_config(self):
+        return {**super().get_config(), "rate_factors": dict(self.rate_factors)}
 
 
 @keras.saving.register_keras_serializable(package="keras_bert_lite")
-class Lamb(_ReduceThenClip, keras.optimizers.Lamb):
+class AdamW(_ReduceThenClip, _RateFactors, keras.optimizers.AdamW):
+    """`keras.optimizers.AdamW`, clipping the global gradient under a strategy.
+
+    The decoupled weight decay is applied with each variable's update rather than
+    in a pass of its own over all of them before (the same arithmetic: no update
+    reads another variable), so that it sees the variable's scaled learning rate.
+    """
+
+    def _apply_weight_decay(self, variables):
+        pass  # in update_step
+
+    def update_step(self, gradient, variable, learning_rate):
+        learning_rate = self._scaled(variable, learning_rate)
+        if self.weight_decay is not None and self._use_weight_decay(variable):
+            lr = ops.cast(learning_rate, variable.dtype)
+            wd = ops.cast(self.weight_decay, variable.dtype)
+            self.assign_sub(variable, variable * wd * lr)
+        super().update_step(gradient, variable, learning_rate)
+
+
+@keras.saving.register_keras_serializable(package="keras_bert_lite")
+class Lamb(_ReduceThenClip, _RateFactors, keras.optimizers.Lamb):
     """LAMB as in You et al. (2020), the optimizer of 76-minute BERT pretraining.
 
     `keras.optimizers.Lamb` applies weight decay outside the update (AdamW style)
@@ -103,7 +141,7 @@ class Lamb(_ReduceThenClip, keras.optimizers.Lamb):
         self.exclude_from_weight_decay(var_names=NO_DECAY)
 
     def update_step(self, gradient, variable, learning_rate):
-        lr = ops.cast(learning_rate, variable.dtype)
+        lr = ops.cast(self._scaled(variable, learning_rate), variable.dtype)
         gradient = ops.cast(gradient, variable.dtype)
         step = ops.cast(self.iterations + 1, variable.dtype)
         m = self._momentums[self._get_variable_index(variable)]
@@ -137,6 +175,7 @@ def bert_optimizer(
     *,
     optimizer: str = "adamw",
     accumulation: int = 1,
+    rate_factors: dict[str, float] | None = None,
 ) -> keras.optimizers.Optimizer:
     """The optimizer for a run: AdamW (default) or LAMB, with the BERT schedule.
 
@@ -148,6 +187,7 @@ def bert_optimizer(
         clipnorm: global gradient-norm clip (None: no clipping).
         optimizer: "adamw" or "lamb".
         accumulation: micro-batches whose mean gradient makes one step (1: none).
+        rate_factors: learning-rate factor by variable path (`layer_decay_factors`).
     """
     schedule = WarmupLinearDecay(
         learning_rate, round(warmup * total_steps), total_steps, accumulation
@@ -160,9 +200,29 @@ def bert_optimizer(
         epsilon=1e-6,
         global_clipnorm=clipnorm,
         gradient_accumulation_steps=accumulation if accumulation > 1 else None,
+        rate_factors=rate_factors,
     )
     if optimizer == "lamb":
         return Lamb(**options)
     result = AdamW(**options)
     result.exclude_from_weight_decay(var_names=NO_DECAY)
     return result
+
+
+def layer_decay_factors(backbone, decay: float) -> dict[str, float]:
+    """Layer-wise learning-rate decay (Clark et al. 2020, ELECTRA): the task head and
+    the pooler train at the peak rate, the top encoder layer at `decay` times it, each
+    layer below at `decay` times the one above, and the embeddings at
+    `decay ** (num_layers + 1)`. Returns the factors by variable path for the
+    optimizer's `rate_factors` (empty when `decay` is 1)."""
+    if not 0.0 < decay <= 1.0:
+        raise ValueError(f"layer decay must be in (0, 1], got {decay}")
+    if decay == 1.0:
+        return {}
+    depth = len(backbone.encoder_layers)
+    groups = [(backbone.embeddings, depth + 1)] + [
+        (layer, depth - i) for i, layer in enumerate(backbone.encoder_layers)
+    ]
+    return {
+        v.path: decay**power for layer, power in groups for v in layer.trainable_weights
+    }

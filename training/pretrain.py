@@ -200,6 +200,11 @@ def pretrain(
             eval_every = train_config.eval_every or _tenth(train_config.steps)
             _check_until(until, eval_every, 0, train_config.steps)
 
+    if train_config.layer_decay != 1.0:
+        raise KblError(
+            f"layer_decay {train_config.layer_decay}: a fine-tuning setting "
+            "(kbl finetune --layer-decay); pretraining trains every layer at one rate"
+        )
     # The strategy first: the multi-worker and TPU ones configure the TensorFlow
     # runtime, which must not have run anything yet.
     import keras
