@@ -466,6 +466,7 @@ def finetune(
     steps_per_epoch = max(1, math.ceil(n / micro_batch))  # micro-batches
     total_steps = max(1, steps_per_epoch * epochs // accumulation)
 
+    rate_factors = layer_decay_factors(backbone, layer_decay)
     with distribution.scope():
         model = run_dir.build_task_model(
             task,
@@ -483,7 +484,7 @@ def finetune(
                 warmup,
                 weight_decay,
                 accumulation=accumulation,
-                rate_factors=layer_decay_factors(backbone, layer_decay),
+                rate_factors=rate_factors,
             ),
             jit_compile=resolve_jit_compile(
                 jit_compile, precision, distribution, total_steps
@@ -622,8 +623,8 @@ def finetune(
         ]
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
-    if layer_decay != 1.0:
-        lowest = learning_rate * layer_decay ** (model_config.num_layers + 1)
+    if rate_factors:
+        lowest = learning_rate * min(rate_factors.values())  # the embeddings'
         rate = (
             f"{learning_rate:g} (layer decay {layer_decay:g}, embeddings {lowest:.3g})"
         )
@@ -667,19 +668,19 @@ def finetune(
 
 def _check_same_run(recorded: dict, config: dict, path: str) -> None:
     """Raises KblError naming the first setting a resumed run was given differently."""
-    for key in ("task", "train_file", "dev_file", "init", "max_train"):
-        if recorded.get(key) != config.get(key):
+    train = recorded.get("train") or {}
+    settings = [
+        (key, recorded.get(key), config.get(key))
+        for key in ("task", "train_file", "dev_file", "init", "max_train")
+    ] + [  # runs from before --layer-decay trained at one rate
+        (key, train.get(key, default), config["train"][key])
+        for key, default in (("learning_rate", None), ("layer_decay", 1.0))
+    ]
+    for key, theirs, mine in settings:
+        if theirs != mine:
             raise KblError(
-                f"{path}: the run has {key} {recorded.get(key)!r}, not "
-                f"{config.get(key)!r}; resume it with the arguments it started with"
-            )
-    for key, default in (("learning_rate", None), ("layer_decay", 1.0)):
-        theirs = (recorded.get("train") or {}).get(key, default)
-        if theirs != config["train"][key]:
-            raise KblError(
-                f"{path}: the run has {key} {theirs!r}, not "
-                f"{config['train'][key]!r}; resume it with the arguments it "
-                "started with"
+                f"{path}: the run has {key} {theirs!r}, not {mine!r}; resume it "
+                "with the arguments it started with"
             )
     for section in ("model", "task_options"):
         mine = {k: v for k, v in config[section].items() if k != "threshold"}
