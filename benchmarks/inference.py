@@ -430,6 +430,7 @@ def _stats(ms: Sequence[float]) -> dict[str, float]:
 def _row(variant: Variant, result: dict) -> dict[str, Any]:
     """One format's line of the report."""
     import numpy as np
+
     from keras_bert_lite.export.manifest import size_of
 
     path = variant.path

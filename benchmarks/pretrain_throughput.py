@@ -179,14 +179,14 @@ def worker_data(spec: dict[str, Any]) -> dict[str, Any]:
     which precision and XLA setting it would choose on this machine."""
     _quiet_tensorflow()
     import numpy as np
-    from keras_bert_lite.training.strategy import (
-        resolve_jit_compile,
-        resolve_precision,
-    )
 
     from keras_bert_lite.config import DataConfig
     from keras_bert_lite.data.pretraining import pretraining_dataset
     from keras_bert_lite.text import BertTokenizer
+    from keras_bert_lite.training.strategy import (
+        resolve_jit_compile,
+        resolve_precision,
+    )
 
     tokenizer = BertTokenizer.from_file(spec["vocab"])
     start = time.perf_counter()
@@ -313,10 +313,9 @@ def worker_keras(spec: dict[str, Any]) -> dict[str, Any]:
 
     build_start = time.perf_counter()
     if framework == "ours":
-        from keras_bert_lite.training.optimizer import bert_optimizer
-
         from keras_bert_lite.config import BertConfig
         from keras_bert_lite.models import BertBackbone, BertPretrainer
+        from keras_bert_lite.training.optimizer import bert_optimizer
 
         config = BertConfig.from_preset(spec["size"], vocabulary_size=vocabulary)
         model = BertPretrainer(BertBackbone(**config.to_dict(), dtype=policy), nsp=True)

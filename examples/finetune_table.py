@@ -39,11 +39,10 @@ import sys
 import time
 from collections import Counter, defaultdict
 
-from keras_bert_lite.training.finetune import default_learning_rate
-
 from keras_bert_lite.config import POOLING, PRECISIONS
 from keras_bert_lite.io import read_json, write_json, write_text
 from keras_bert_lite.run import CONFIG, VOCAB, WEIGHTS
+from keras_bert_lite.training.finetune import default_learning_rate
 
 # name, language, kbl task, train file, dev file, extra kbl finetune options
 TASKS = [
@@ -266,9 +265,8 @@ def finetune_run(args, name, language, task, stem, ext, extra, init) -> dict:
 
 def baseline(args, name, task, stem, ext) -> dict | None:
     """TF-IDF + logistic regression, or the most frequent tag per token."""
-    from keras_bert_lite.training import metrics as m
-
     from keras_bert_lite.data import tasks
+    from keras_bert_lite.training import metrics as m
 
     if task == "qa":
         return None

@@ -13,13 +13,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
+from keras_bert_lite.errors import KblError
 from keras_bert_lite.export.manifest import read_manifest
 from keras_bert_lite.export.source import ExportSource, as_source
 from keras_bert_lite.export.to_onnx import onnx
 from keras_bert_lite.export.to_saved_model import saved_model
 from keras_bert_lite.export.to_tflite import QUANTIZE, tflite
-
-from keras_bert_lite.errors import KblError
 
 
 def quantizations(quantize: str | Sequence[str]) -> list[str]:

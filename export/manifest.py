@@ -17,9 +17,8 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from keras_bert_lite.export.source import EXPORT_JSON, EXPORT_VERSION, ExportSource
-
 from keras_bert_lite.errors import KblError
+from keras_bert_lite.export.source import EXPORT_JSON, EXPORT_VERSION, ExportSource
 from keras_bert_lite.io import read_json, write_json
 
 

@@ -16,10 +16,10 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-from keras_bert_lite.export.manifest import read_manifest
-from keras_bert_lite.export.signatures import ID_INPUTS
 
 from keras_bert_lite.errors import KblError
+from keras_bert_lite.export.manifest import read_manifest
+from keras_bert_lite.export.signatures import ID_INPUTS
 
 
 def _locate(path: str) -> tuple[str, dict, dict]:

@@ -12,11 +12,10 @@ from __future__ import annotations
 import os
 import warnings
 
+from keras_bert_lite.errors import KblError
 from keras_bert_lite.export import manifest
 from keras_bert_lite.export.signatures import ID_INPUTS, ids_call
 from keras_bert_lite.export.source import ExportSource, as_source
-
-from keras_bert_lite.errors import KblError
 
 OPSET = 17
 FILE_NAME = "model.onnx"

@@ -31,11 +31,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from keras_bert_lite.errors import KblError
 from keras_bert_lite.export import manifest
 from keras_bert_lite.export.signatures import ID_INPUTS, with_parameters
 from keras_bert_lite.export.source import ExportSource, as_source
-
-from keras_bert_lite.errors import KblError
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_ANSWER_LEN = 30  # pieces, as `tasks.decode_squad`
@@ -65,6 +64,7 @@ def build_functions(source: ExportSource) -> dict[str, Callable]:
     """The plain Python functions behind the signatures: {"tokenize", "ids",
     "serving_default"}, each taking tensors positionally."""
     import tensorflow as tf
+
     from keras_bert_lite.export import text_graph
 
     model, tokenizer, seq_len = source.model, source.tokenizer, source.seq_len

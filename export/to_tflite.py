@@ -35,11 +35,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+
+from keras_bert_lite.errors import KblError
 from keras_bert_lite.export import manifest
 from keras_bert_lite.export.signatures import ID_INPUTS, ids_call, with_parameters
 from keras_bert_lite.export.source import ExportSource, as_source
-
-from keras_bert_lite.errors import KblError
 
 QUANTIZE = ("none", "float16", "dynamic", "int8")
 CALIBRATION_SIZE = 200  # representative records for full int8
@@ -56,6 +56,7 @@ def _text_function(source: ExportSource):
     """tf.function: raw strings [B] -> the task's outputs and `token_ids` [B, T]
     (T = seq_len)."""
     import tensorflow as tf
+
     from keras_bert_lite.export import text_graph
 
     model, tokenizer, seq_len = source.model, source.tokenizer, source.seq_len

@@ -20,11 +20,11 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from keras_bert_lite.errors import KblError
 from keras_bert_lite.export import manifest as manifests
 from keras_bert_lite.export.signatures import ID_INPUTS
 from keras_bert_lite.export.source import ExportSource, load_source
-
-from keras_bert_lite.errors import KblError
 from keras_bert_lite.io import write_json
 
 VERIFY_JSON = "verify.json"

@@ -442,9 +442,8 @@ def test_broken_checkpoints_exit_2_naming_the_problem(tmp_path, capsys, case, me
 
 
 def test_imported_run_fine_tunes_with_init(tmp_path):
-    from keras_bert_lite.training.finetune import finetune, predict
-
     from keras_bert_lite.checkpoints import import_checkpoint
+    from keras_bert_lite.training.finetune import finetune, predict
 
     make_reference(tmp_path / "hf")
     import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"), log=print)

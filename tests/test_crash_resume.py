@@ -41,10 +41,9 @@ def _state_step(run) -> int:
 
 def _check_whole(run) -> list[dict]:
     """Every file of the run parses; returns the history rows."""
-    from keras_bert_lite.training.callbacks import latest_checkpoint
-
     import keras_bert_lite as kbl
     from keras_bert_lite import run as run_dir
+    from keras_bert_lite.training.callbacks import latest_checkpoint
 
     if not (run / "config.json").exists():
         return []

@@ -324,9 +324,9 @@ def _one_step_weights(setup, batch, accumulation: int):
     masked batch of 8), taken whole or in `accumulation` micro-batches."""
     import keras
     import tensorflow as tf
-    from keras_bert_lite.training.optimizer import bert_optimizer
 
     from keras_bert_lite.models import BertBackbone, BertPretrainer
+    from keras_bert_lite.training.optimizer import bert_optimizer
 
     keras.utils.set_random_seed(3)
     model = BertPretrainer(BertBackbone(**json.load(open(setup["model"]))))
@@ -376,6 +376,7 @@ def test_lamb_step_matches_the_paper_by_hand():
     """One LAMB step on a kernel (decayed, trust ratio) and a bias (neither), from
     the update rule of You et al. 2020 computed in NumPy."""
     import keras
+
     from keras_bert_lite.training.optimizer import Lamb
 
     kernel = keras.Variable(np.array([[0.5, -1.0], [2.0, 0.25]], "float32"),

@@ -71,9 +71,8 @@ def _write_jsonl(path, records) -> str:
 
 def fine_tuned_run(root) -> str:
     """A tiny classifier fine-tuned for one epoch on generated reviews."""
-    from keras_bert_lite.training.finetune import finetune
-
     from keras_bert_lite.text import learn_vocabulary
+    from keras_bert_lite.training.finetune import finetune
 
     records = _records(96, 0)
     train = _write_jsonl(root / "train.jsonl", records)
@@ -146,9 +145,9 @@ def _strings(texts):
 
 def test_in_graph_pair_truncation_matches_training():
     import tensorflow as tf
-    from keras_bert_lite.export.text_graph import truncate_pair
 
     from keras_bert_lite.data.tasks import _truncate_pair
+    from keras_bert_lite.export.text_graph import truncate_pair
 
     lengths = np.array([(a, b) for a in range(14) for b in range(14)], np.int32)
     for budget in range(0, 12):
@@ -220,9 +219,9 @@ def test_classifiers_pack_to_the_longest_row_with_the_same_probabilities(
     alone (a few positions) and the same text beside a full-length one must give
     the probabilities Keras gives at seq_len, and `token_ids` keeps [B, seq_len]."""
     import tensorflow as tf
-    from keras_bert_lite.export import text_graph
 
     from keras_bert_lite import run as run_dir
+    from keras_bert_lite.export import text_graph
 
     run, out = exported
     _, reference = keras_outputs
@@ -263,9 +262,9 @@ def test_a_mean_pooling_classifier_serves_like_keras(exported, tmp_path):
     import shutil
 
     import tensorflow as tf
-    from keras_bert_lite.export import saved_model, tflite
 
     from keras_bert_lite import run as run_dir
+    from keras_bert_lite.export import saved_model, tflite
     from keras_bert_lite.io import read_json, write_json
 
     run = tmp_path / "run"
@@ -495,10 +494,9 @@ def test_verify_reports_parity_metric_size_and_latency(exported):
 
 
 def test_predict_from_every_exported_format_matches_the_run(exported, capsys):
+    from keras_bert_lite import cli
     from keras_bert_lite.export.predict import predict as predict_exported
     from keras_bert_lite.training.finetune import predict
-
-    from keras_bert_lite import cli
 
     run, out = exported
     texts = AWKWARD[2:6]
@@ -527,11 +525,10 @@ def test_predict_from_every_exported_format_matches_the_run(exported, capsys):
 def test_every_format_on_the_sentiment_dev_set(tmp_path):
     """The real dev set: float32 formats within 1e-4 of Keras, float16 within 1e-2,
     and full int8 moves dev accuracy by at most one point."""
-    from keras_bert_lite.export import export_all, verify
-    from keras_bert_lite.training.finetune import finetune
-
     from keras_bert_lite.data import tasks
+    from keras_bert_lite.export import export_all, verify
     from keras_bert_lite.text import learn_vocabulary
+    from keras_bert_lite.training.finetune import finetune
 
     train = shared_file("cls", "en", "movie_snippets.train.jsonl")
     dev = shared_file("cls", "en", "movie_snippets.dev.jsonl")
@@ -593,6 +590,7 @@ def pair_run(exported, tmp_path_factory):
 
 def test_pair_run_packs_both_texts_like_training(pair_run, tmp_path):
     import tensorflow as tf
+
     from keras_bert_lite.export import saved_model, tflite
 
     pairs = [(a, b) for a in AWKWARD[:4] for b in AWKWARD[2:6]]
@@ -665,12 +663,12 @@ def test_tagging_and_qa_exports_decode_in_graph(tmp_path):
     import math
 
     import tensorflow as tf
-    from keras_bert_lite.export import load_source, saved_model, tflite
-    from keras_bert_lite.training.finetune import finetune
 
     from keras_bert_lite import run as run_dir
     from keras_bert_lite.data import tasks
+    from keras_bert_lite.export import load_source, saved_model, tflite
     from keras_bert_lite.text import learn_vocabulary
+    from keras_bert_lite.training.finetune import finetune
     from tests.conftest import shared_file
     from tests.test_finetune import _slice_conll, _slice_squad
 

@@ -186,9 +186,8 @@ def test_tiny_model_fine_tunes_and_loss_falls(task, task_data, vocab, tmp_path):
         options = json.loads((run / "config.json").read_text())["task_options"]
         assert options["pooling"] == pooling
     if kind == "qa":  # answers are cut from each context by character offsets
-        from keras_bert_lite.training.finetune import predict
-
         from keras_bert_lite.data import tasks
+        from keras_bert_lite.training.finetune import predict
 
         examples = tasks.read_squad(dev, require_answers=False)[:12]
         answers = predict(
@@ -329,9 +328,9 @@ def test_backbone_dropout_replaces_the_runs_and_keeps_its_weights(classifier_run
     """A run pretrained without dropout is fine-tuned with it: the encoder is rebuilt
     with the new rate and the same weights, so it computes the same at inference."""
     import keras
-    from keras_bert_lite.training.finetune import _load_backbone
 
     from keras_bert_lite import run as run_dir
+    from keras_bert_lite.training.finetune import _load_backbone
 
     def rates(backbone):
         return {
@@ -360,9 +359,8 @@ def test_precision_sets_the_policy_of_the_backbone_and_its_head(classifier_run):
     """--precision mixed_bfloat16 rebuilds the encoder under that policy with the same
     (float32) weights; the head built on it computes in bfloat16 too and returns
     float32 logits. float32 keeps the loaded encoder as it is."""
-    from keras_bert_lite.training.finetune import _load_backbone
-
     from keras_bert_lite import run as run_dir
+    from keras_bert_lite.training.finetune import _load_backbone
 
     source = run_dir.load(classifier_run).backbone
     same, _, _ = _load_backbone(classifier_run, "tiny", None, True, None, "float32")
@@ -420,9 +418,8 @@ def test_fine_tuning_trains_in_the_precision_it_is_given(task_data, vocab, tmp_p
 def test_a_run_fine_tuned_with_backbone_dropout_saves_and_reloads(
     classifier_run, task_data, tmp_path
 ):
-    from keras_bert_lite.training.finetune import evaluate, finetune
-
     from keras_bert_lite import run as run_dir
+    from keras_bert_lite.training.finetune import evaluate, finetune
 
     train, dev = task_data["classify"]
     out = str(tmp_path / "run")
@@ -448,9 +445,8 @@ def test_a_run_fine_tuned_with_backbone_dropout_saves_and_reloads(
 
 
 def test_pooling_is_refused_outside_classification(task_data, vocab, tmp_path):
-    from keras_bert_lite.training.finetune import finetune
-
     from keras_bert_lite.errors import KblError
+    from keras_bert_lite.training.finetune import finetune
 
     train, dev = task_data["tag"]
     with pytest.raises(KblError, match="--pooling applies to classification"):
@@ -470,9 +466,8 @@ def test_pooling_is_refused_outside_classification(task_data, vocab, tmp_path):
 
 
 def test_unknown_dev_label_is_an_error_naming_the_file(task_data, vocab, tmp_path):
-    from keras_bert_lite.training.finetune import finetune
-
     from keras_bert_lite.errors import KblError
+    from keras_bert_lite.training.finetune import finetune
 
     train, _ = task_data["classify"]
     dev = tmp_path / "dev.jsonl"

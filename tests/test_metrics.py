@@ -7,6 +7,7 @@ import random
 
 import numpy as np
 import pytest
+
 from keras_bert_lite.training.metrics import (
     best_threshold,
     classification_metrics,

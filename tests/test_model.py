@@ -66,13 +66,12 @@ def test_a_mixed_precision_backbone_carries_its_policy_to_every_head():
     read the backbone's policy) and return float32 scores for the losses; the models
     take the policy too, so that compile() scales float16 losses; a float32 backbone
     keeps everything float32."""
-    from keras_bert_lite.training.optimizer import bert_optimizer
-
     from keras_bert_lite.models import (
         BertClassifier,
         BertQuestionAnswerer,
         BertTokenClassifier,
     )
+    from keras_bert_lite.training.optimizer import bert_optimizer
 
     x, y, w = batch()
     for policy, compute in (
@@ -461,9 +460,8 @@ def test_pretraining_learns_a_task_that_only_context_solves(tmp_path):
     About 4 minutes on 2 cores."""
     import random
 
-    from keras_bert_lite.training import pretrain
-
     from keras_bert_lite.text import SPECIAL_TOKENS
+    from keras_bert_lite.training import pretrain
 
     rng = random.Random(0)
     words = [f"w{chr(97 + i // 26)}{chr(97 + i % 26)}" for i in range(200)]

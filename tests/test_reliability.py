@@ -533,13 +533,12 @@ def _stream(width: int = 8, bad_from: int | None = None):
 
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path):
+    from keras_bert_lite.errors import KblError
     from keras_bert_lite.training.callbacks import (
         RunCheckpoint,
         StopOnNonFinite,
         latest_checkpoint,
     )
-
-    from keras_bert_lite.errors import KblError
 
     directory = str(tmp_path / "checkpoints")
     model = _dense_model()
@@ -566,9 +565,8 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path
 
 def test_disk_full_while_checkpointing_keeps_the_previous_one(tmp_path, monkeypatch):
     """A stand-in that writes half a file and raises ENOSPC, as a full disk does."""
-    from keras_bert_lite.training.callbacks import RunCheckpoint, latest_checkpoint
-
     from keras_bert_lite.errors import KblError
+    from keras_bert_lite.training.callbacks import RunCheckpoint, latest_checkpoint
 
     directory = tmp_path / "checkpoints"
     model = _dense_model()
@@ -639,9 +637,8 @@ def small_filesystem(tmp_path):
 def test_checkpoint_on_a_really_full_disk(small_filesystem):
     """One checkpoint (~390 KiB: weights and Adam's two moments) fits; the next
     does not. The error is a KblError and the first checkpoint still loads."""
-    from keras_bert_lite.training.callbacks import RunCheckpoint, latest_checkpoint
-
     from keras_bert_lite.errors import KblError
+    from keras_bert_lite.training.callbacks import RunCheckpoint, latest_checkpoint
 
     directory = small_filesystem / "checkpoints"
     model = _dense_model(width=180)
@@ -747,10 +744,9 @@ def test_pretraining_stops_on_a_nan_loss_and_resumes_from_the_good_checkpoint(
     the message says, a lower learning rate and --resume finish it."""
     import shutil
 
-    from keras_bert_lite.training import pretrain
-
     from keras_bert_lite.errors import KblError
     from keras_bert_lite.io import read_json, write_json
+    from keras_bert_lite.training import pretrain
 
     run = tmp_path / "run"
     shutil.copytree(pretrained / "a", run)
@@ -784,10 +780,9 @@ def test_a_resumed_run_is_lengthened_at_its_own_evaluation_interval(tmp_path):
     means its step; it ends at the new length with a checkpoint every 2 steps."""
     import shutil
 
-    from keras_bert_lite.training import pretrain
-
     from keras_bert_lite.errors import KblError
     from keras_bert_lite.io import read_json
+    from keras_bert_lite.training import pretrain
 
     run = tmp_path / "run"
     # (A model config.json with a dropout override: the override applies to it.)
@@ -909,9 +904,8 @@ def test_run_config_is_data_checked_against_the_schema(tmp_path, changes, says):
 
 
 def test_checkpoint_state_cannot_point_outside_the_run(tmp_path):
-    from keras_bert_lite.training.callbacks import latest_checkpoint
-
     from keras_bert_lite.errors import KblError
+    from keras_bert_lite.training.callbacks import latest_checkpoint
 
     directory = tmp_path / "checkpoints"
     directory.mkdir()
@@ -935,10 +929,9 @@ def test_checkpoint_state_cannot_point_outside_the_run(tmp_path):
 
 @pytest.mark.parametrize("path", ["../elsewhere", "/etc/passwd", "a/../../x", ""])
 def test_export_manifest_cannot_point_outside_the_export(tmp_path, path):
+    from keras_bert_lite.errors import KblError
     from keras_bert_lite.export.manifest import read_manifest
     from keras_bert_lite.export.predict import predict as predict_exported
-
-    from keras_bert_lite.errors import KblError
 
     (tmp_path / "export.json").write_text(
         json.dumps(
@@ -959,9 +952,8 @@ def test_export_manifest_cannot_point_outside_the_export(tmp_path, path):
 
 def test_pretraining_refuses_a_layer_decay(tmp_path):
     """Layer decay is a fine-tuning setting: pretrain() says so, and writes nothing."""
-    from keras_bert_lite.training.pretrain import pretrain
-
     from keras_bert_lite.errors import KblError
+    from keras_bert_lite.training.pretrain import pretrain
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(_corpus_text(), encoding="utf-8")

@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+
 from keras_bert_lite.training.optimizer import (
     AdamW,
     Lamb,

@@ -38,11 +38,11 @@ def served(tmp_path_factory):
     """(run, SavedModel signatures, TFLite text runner, TFLite ids runner)."""
     import tensorflow as tf
     import tensorflow_text  # noqa: F401  (registers the tokenizer's ops)
-    from keras_bert_lite.export import saved_model, tflite
-    from keras_bert_lite.export.to_tflite import interpreter
 
     from keras_bert_lite import run as run_dir
     from keras_bert_lite.config import CONFIG_VERSION, BertConfig, DataConfig
+    from keras_bert_lite.export import saved_model, tflite
+    from keras_bert_lite.export.to_tflite import interpreter
 
     root = tmp_path_factory.mktemp("served")
     run = root / "run"

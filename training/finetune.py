@@ -134,9 +134,8 @@ def score(
     batch_size: int = 64,
 ) -> tuple[dict, Any]:
     """Runs the model over encoded data; returns (metrics, predictions)."""
-    from keras_bert_lite.training import metrics as m
-
     from keras_bert_lite.data import tasks
+    from keras_bert_lite.training import metrics as m
 
     out = _predict_outputs(model, data.inputs, batch_size)
     if task == "classify":
@@ -370,6 +369,7 @@ def finetune(
         A `FinetuneResult` with the best dev metrics.
     """
     import keras
+
     from keras_bert_lite.training.optimizer import bert_optimizer, layer_decay_factors
     from keras_bert_lite.training.strategy import (
         Workers,
@@ -531,14 +531,13 @@ def finetune(
         "dev_file": os.path.abspath(dev),
         "max_train": max_train,
     }
+    from keras_bert_lite.io import remove_temporaries
     from keras_bert_lite.training.callbacks import (
         HistoryCSV,
         RunCheckpoint,
         StopOnNonFinite,
         latest_checkpoint,
     )
-
-    from keras_bert_lite.io import remove_temporaries
 
     checkpoint_dir = os.path.join(out, "checkpoints")
     best = {"score": -math.inf, "metrics": None, "epoch": -1, "stopped": False}

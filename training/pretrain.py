@@ -208,6 +208,7 @@ def pretrain(
     # The strategy first: the multi-worker and TPU ones configure the TensorFlow
     # runtime, which must not have run anything yet.
     import keras
+
     from keras_bert_lite.training.strategy import (
         Workers,
         fit_under,
@@ -220,18 +221,6 @@ def pretrain(
     strategy = get_strategy(train_config.strategy, tpu=tpu)
     workers = Workers.of(strategy)
     kind = strategy_kind(strategy)
-
-    from keras_bert_lite.training.callbacks import (
-        AttentionEntropy,
-        HistoryCSV,
-        RunCheckpoint,
-        StopAtStep,
-        StopOnNonFinite,
-        Throughput,
-        last_history_row,
-        latest_checkpoint,
-    )
-    from keras_bert_lite.training.optimizer import bert_optimizer
 
     from keras_bert_lite.data import default_data
     from keras_bert_lite.data import records as prepared
@@ -246,6 +235,17 @@ def pretrain(
         require_pairs,
     )
     from keras_bert_lite.text import BertTokenizer, read_vocabulary
+    from keras_bert_lite.training.callbacks import (
+        AttentionEntropy,
+        HistoryCSV,
+        RunCheckpoint,
+        StopAtStep,
+        StopOnNonFinite,
+        Throughput,
+        last_history_row,
+        latest_checkpoint,
+    )
+    from keras_bert_lite.training.optimizer import bert_optimizer
 
     if resume:
         model_config = BertConfig.from_dict(config["model"], f"{config_path}: model")
