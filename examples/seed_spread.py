@@ -71,26 +71,34 @@ def baseline_dev(row: dict) -> dict | None:
     return (row.get("baseline") or {}).get("dev")
 
 
-def use_random_rows(dirs, results, sources, randoms, parser) -> None:
-    """Replaces each table's random rows with those of the table at the same place
-    in `randoms`; a task that table has no random row for loses its own."""
+def check_same_samples(option, dirs, results, sources, tables, parser) -> None:
+    """Each table of `option` must have been trained on the same sample as the
+    table at its place in `dirs`. The baseline is fitted to the seed's training
+    sample: the same sample gives the same score, another seed (almost surely) does
+    not."""
     for directory, table, source, other in zip(
-        dirs, results, sources, randoms, strict=True
+        dirs, results, sources, tables, strict=True
     ):
         for name, row in table.items():
-            if not other.get(name, {}).get("random"):
-                row.pop("random", None)  # that seed has no random row to compare
-                continue
-            # The baseline is fitted to the seed's training sample: the same sample
-            # gives the same score, another seed (almost surely) does not.
-            if baseline_dev(row) != baseline_dev(other[name]):
+            theirs = baseline_dev(other.get(name) or {})
+            if theirs is not None and baseline_dev(row) != theirs:
                 parser.error(
-                    f"--random {source}: its {name} baseline differs from that of "
+                    f"{option} {source}: its {name} baseline differs from that of "
                     f"{directory}, so its rows were trained on another sample "
                     "(another --seed or --max-train); give the directories in the "
                     "same seed order"
                 )
-            row["random"] = other[name]["random"]
+
+
+def use_random_rows(results, randoms) -> None:
+    """Replaces each table's random rows with those of the table at the same place
+    in `randoms`; a task that table has no random row for loses its own."""
+    for table, other in zip(results, randoms, strict=True):
+        for name, row in table.items():
+            if not other.get(name, {}).get("random"):
+                row.pop("random", None)  # that seed has no random row to compare
+            else:
+                row["random"] = other[name]["random"]
 
 
 def main() -> int:
@@ -113,14 +121,20 @@ def main() -> int:
     results = read_results(args.dirs, parser)
     others = read_results(args.against, parser) if args.against else None
     randoms = read_results(args.random, parser) if args.random else None
-    for option, tables in (("--against", others), ("--random", randoms)):
-        if tables is not None and len(tables) != len(results):
+    for option, sources, tables in (
+        ("--against", args.against, others),
+        ("--random", args.random, randoms),
+    ):
+        if tables is None:
+            continue
+        if len(tables) != len(results):
             parser.error(
                 f"{option}: give one directory per DIR, in the same order "
                 f"({len(results)} and {len(tables)} given)"
             )
+        check_same_samples(option, args.dirs, results, sources, tables, parser)
     if randoms is not None:
-        use_random_rows(args.dirs, results, args.random, randoms, parser)
+        use_random_rows(results, randoms)
     extra = " against | pretrained - against | paired t-test p |" if others else ""
     lines = [
         "| task | dev metric | seeds | pretrained | random init | pretrained - random "

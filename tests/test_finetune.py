@@ -214,14 +214,14 @@ def _fine_tune_classifier(task_data, vocab, run, **options):
     from keras_bert_lite.training.finetune import finetune
 
     train, dev = task_data["classify"]
-    defaults = dict(init="random", model="tiny", vocab=vocab, seq_len=32)
+    defaults = dict(
+        init="random", model="tiny", vocab=vocab, seq_len=32, batch_size=16, epochs=1
+    )
     return finetune(
         "classify",
         train,
         dev,
         str(run),
-        batch_size=16,
-        epochs=1,
         log=lambda s: None,
         verbose=0,
         **{**defaults, **options},
@@ -295,8 +295,41 @@ def test_a_resumed_run_given_other_settings_names_them(
         _fine_tune_classifier(task_data, vocab, run, layer_decay=0.8, resume=True)
     with pytest.raises(KblError, match=r"the run has learning_rate 0.0001, not 0.001;"):
         _fine_tune_classifier(task_data, vocab, run, learning_rate=1e-3, resume=True)
+    # The seed draws the --max-train sample and the shuffling; the others shape the
+    # schedule the checkpoint is part way through.
+    for setting, theirs, mine in (
+        ("seed", 0, 1),
+        ("epochs", 1, 2),
+        ("batch_size", 16, 8),
+        ("warmup", 0.1, 0.2),
+        ("weight_decay", 0.01, 0.0),
+    ):
+        with pytest.raises(KblError, match=rf"has {setting} {theirs}, not {mine};"):
+            _fine_tune_classifier(task_data, vocab, run, **{setting: mine}, resume=True)
     after = {p.name: p.stat().st_mtime_ns for p in Path(classifier_run).rglob("*")}
     assert after == before
+
+
+def test_a_resumed_run_may_run_elsewhere_but_not_compute_otherwise(classifier_run):
+    """Where and how a run computes (precision, XLA, strategy, accumulation) may
+    change on resume, e.g. on another machine; a run recorded before a setting
+    existed reads as that setting's default."""
+    from keras_bert_lite.errors import KblError
+    from keras_bert_lite.run import read_config
+    from keras_bert_lite.training.finetune import _check_same_run
+
+    recorded = read_config(classifier_run)
+    runtime = {"precision": "mixed_bfloat16", "jit_compile": True,
+               "strategy": "mirrored", "accumulation": 4}  # fmt: skip
+    given = {**recorded, "train": {**recorded["train"], **runtime}}
+    _check_same_run(recorded, given, "config.json")
+    older = {**recorded, "train": dict(recorded["train"])}
+    del older["train"]["layer_decay"]
+    _check_same_run(older, recorded, "config.json")
+    with pytest.raises(KblError, match="has layer_decay 1.0, not 0.5;"):
+        _check_same_run(
+            older, {**recorded, "train": {**recorded["train"], "layer_decay": 0.5}}, ""
+        )
 
 
 def test_layer_decay_trains_the_lower_layers_slower(classifier_run, task_data, vocab):

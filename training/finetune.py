@@ -665,15 +665,27 @@ def finetune(
     return result
 
 
+# Train settings a resumed run may be given differently: where and how it runs, not
+# what it computes (accumulation splits the same batch into micro-batches).
+_RUNTIME = (
+    "precision",
+    "strategy",
+    "jit_compile",
+    "accumulation",
+    "steps_per_execution",
+)
+
+
 def _check_same_run(recorded: dict, config: dict, path: str) -> None:
     """Raises KblError naming the first setting a resumed run was given differently."""
-    train = recorded.get("train") or {}
+    # Read through TrainConfig: a run from before a setting existed has its default
+    # (runs from before --layer-decay trained at one rate).
+    train = TrainConfig.from_dict(recorded.get("train") or {}, path).to_dict()
     settings = [
         (key, recorded.get(key), config.get(key))
         for key in ("task", "train_file", "dev_file", "init", "max_train")
-    ] + [  # runs from before --layer-decay trained at one rate
-        (key, train.get(key, default), config["train"][key])
-        for key, default in (("learning_rate", None), ("layer_decay", 1.0))
+    ] + [
+        (key, train[key], config["train"][key]) for key in train if key not in _RUNTIME
     ]
     for key, theirs, mine in settings:
         if theirs != mine:
