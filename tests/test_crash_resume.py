@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from tests.conftest import REPO, tiny_vocabulary
@@ -212,3 +213,14 @@ def test_finetuning_survives_sigkill_and_resumes(tmp_path):
     assert _state_step(run) == epochs * 50  # 400 records / batch 8, every epoch
     losses = [float(r["loss"]) for r in rows]
     assert max(losses[len(losses) // 2 :]) < losses[0], losses
+    # Ten kills later the weights are exactly those of the run never stopped.
+    whole = tmp_path / "whole"
+    with open(tmp_path / "whole.txt", "wb") as log:
+        never_stopped = _start([*args[:-1], str(whole)], log)
+    assert never_stopped.wait(timeout=600) == 0
+    from tests.test_finetune import _weights
+
+    for name in ("model.weights.h5", f"checkpoints/ckpt-{epochs * 50:09d}.weights.h5"):
+        mine, theirs = _weights(run / name), _weights(whole / name)
+        assert mine.keys() == theirs.keys()
+        assert all(np.array_equal(mine[k], theirs[k]) for k in mine), name

@@ -215,16 +215,16 @@ def _fine_tune_classifier(task_data, vocab, run, **options):
 
     train, dev = task_data["classify"]
     defaults = dict(
-        init="random", model="tiny", vocab=vocab, seq_len=32, batch_size=16, epochs=1
+        init="random",
+        model="tiny",
+        vocab=vocab,
+        seq_len=32,
+        batch_size=16,
+        epochs=1,
+        log=lambda s: None,
     )
     return finetune(
-        "classify",
-        train,
-        dev,
-        str(run),
-        log=lambda s: None,
-        verbose=0,
-        **{**defaults, **options},
+        "classify", train, dev, str(run), verbose=0, **{**defaults, **options}
     )
 
 
@@ -517,3 +517,68 @@ def test_unknown_dev_label_is_an_error_naming_the_file(task_data, vocab, tmp_pat
             log=lambda s: None,
             verbose=0,
         )
+
+
+class _Crash(Exception):
+    pass
+
+
+def _weights(path):
+    import h5py
+
+    found = {}
+    with h5py.File(path) as f:
+        f.visititems(
+            lambda name, item: (
+                found.__setitem__(name, item[()])
+                if isinstance(item, h5py.Dataset)
+                else None
+            )
+        )
+    return found
+
+
+def test_a_run_killed_and_resumed_ends_bit_identical_to_one_never_stopped(
+    task_data, vocab, tmp_path, monkeypatch
+):
+    """Resuming restores the shuffle order and the dropout masks, not only the
+    weights and the optimizer: the weights come out exactly those of an uninterrupted
+    run. Without the recorded seed states, they do not (the check can fail)."""
+    import shutil
+
+    from keras_bert_lite.training import callbacks
+
+    options = dict(epochs=2, max_train=48, learning_rate=1e-3, patience=9)
+    _fine_tune_classifier(task_data, vocab, tmp_path / "whole", **options)
+
+    original = callbacks.RunCheckpoint.on_epoch_end
+
+    def crash_after_the_first(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == 0:
+            raise _Crash
+
+    with monkeypatch.context() as m:
+        m.setattr(callbacks.RunCheckpoint, "on_epoch_end", crash_after_the_first)
+        with pytest.raises(_Crash):
+            _fine_tune_classifier(task_data, vocab, tmp_path / "killed", **options)
+    shutil.copytree(tmp_path / "killed", tmp_path / "old")
+    state_path = tmp_path / "old" / "checkpoints" / "state.json"
+    state = json.loads(state_path.read_text())
+    assert state["epoch"] == 1 and len(state["seed_states"]) >= 2
+    del state["seed_states"]  # as an older version wrote it
+    state_path.write_text(json.dumps(state))
+
+    logs = []
+    for name in ("killed", "old"):
+        _fine_tune_classifier(
+            task_data, vocab, tmp_path / name, resume=True, **options, log=logs.append
+        )
+    whole = _weights(tmp_path / "whole" / "checkpoints" / "ckpt-000000006.weights.h5")
+    for name, same in (("killed", True), ("old", False)):
+        resumed = _weights(
+            tmp_path / name / "checkpoints" / "ckpt-000000006.weights.h5"
+        )
+        assert resumed.keys() == whole.keys()
+        assert all(np.array_equal(whole[k], resumed[k]) for k in whole) == same, name
+    assert sum("no dropout seed states" in line for line in logs) == 1

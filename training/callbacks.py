@@ -18,7 +18,8 @@ from keras_bert_lite.io import atomic_path, disk_full, read_json, write_json
 
 class RunCheckpoint(keras.callbacks.Callback):
     """After every epoch writes `checkpoints/ckpt-<step>.weights.h5` (model and
-    optimizer state), then `checkpoints/state.json` naming it; keeps the newest `keep`.
+    optimizer state), then `checkpoints/state.json` naming it (and holding the dropout
+    seed-generator states, which the weights file leaves out); keeps the newest `keep`.
 
     The state file is written last and atomically, so it always names a complete
     checkpoint: a crash (or a full disk) while saving leaves the previous one in
@@ -54,6 +55,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         }
         if self.state is not None:
             state.update(self.state())
+        state["seed_states"] = seed_states(self.model)
         try:
             with atomic_path(path, suffix=".weights.h5") as tmp:
                 self.model.save_weights(tmp)
@@ -77,6 +79,35 @@ class RunCheckpoint(keras.callbacks.Callback):
         )
         for old in checkpoints[: -self.keep]:
             os.remove(old)
+
+
+NO_SEED_STATES = (
+    "note: the checkpoint holds no dropout seed states (written by an older "
+    "version); training goes on with fresh dropout masks"
+)
+
+
+def _seed_variables(model) -> list:
+    # Each dropout layer's keras.random.SeedGenerator holds a [seed, counter] state
+    # variable, advanced once per training step. A .weights.h5 file leaves them out.
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
+def seed_states(model) -> list[list[int]]:
+    """The model's dropout seed-generator states, in `model.variables` order."""
+    return [np.asarray(v).tolist() for v in _seed_variables(model)]
+
+
+def restore_seed_states(model, saved: list[list[int]] | None) -> bool:
+    """Puts back what `seed_states` recorded, so that a resumed run draws the same
+    dropout masks as one never stopped. False where there is nothing that fits (a
+    checkpoint from before the states were recorded, or another model)."""
+    variables = _seed_variables(model)
+    if not saved or len(saved) != len(variables):
+        return False
+    for variable, value in zip(variables, saved, strict=True):
+        variable.assign(np.asarray(value, dtype=variable.dtype))
+    return True
 
 
 class StopOnNonFinite(keras.callbacks.Callback):

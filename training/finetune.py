@@ -533,10 +533,12 @@ def finetune(
     }
     from keras_bert_lite.io import remove_temporaries
     from keras_bert_lite.training.callbacks import (
+        NO_SEED_STATES,
         HistoryCSV,
         RunCheckpoint,
         StopOnNonFinite,
         latest_checkpoint,
+        restore_seed_states,
     )
 
     checkpoint_dir = os.path.join(out, "checkpoints")
@@ -555,6 +557,8 @@ def finetune(
         with distribution.scope():
             model.optimizer.build(model.trainable_variables)
             model.load_weights(found[0])
+            if not restore_seed_states(model, state.get("seed_states")):
+                log(NO_SEED_STATES)
         initial_epoch = state["epoch"]
         best.update(state.get("best") or {})
         if "threshold" in state:
@@ -635,6 +639,14 @@ def finetune(
         f"precision {precision}, XLA {xla} -> {out}"
     )
     if initial_epoch < epochs and not best["stopped"]:
+        # Every iterator opened on the dataset draws the next shuffle order from the
+        # seed, and Keras's EpochIterator opens two an epoch (one as the epoch starts,
+        # one more when it sees the data end). Opening those of the epochs a resumed
+        # run skips puts it on the order (and, with the restored seed states, the
+        # dropout masks) of a run never stopped: tests/test_finetune.py checks that
+        # the weights come out bit-identical.
+        for _ in range(2 * initial_epoch):
+            iter(dataset)
         model.fit(
             dataset,
             epochs=epochs,

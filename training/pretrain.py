@@ -236,6 +236,7 @@ def pretrain(
     )
     from keras_bert_lite.text import BertTokenizer, read_vocabulary
     from keras_bert_lite.training.callbacks import (
+        NO_SEED_STATES,
         AttentionEntropy,
         HistoryCSV,
         RunCheckpoint,
@@ -244,6 +245,7 @@ def pretrain(
         Throughput,
         last_history_row,
         latest_checkpoint,
+        restore_seed_states,
     )
     from keras_bert_lite.training.optimizer import bert_optimizer
 
@@ -544,6 +546,8 @@ def pretrain(
         if found:
             model.optimizer.build(model.trainable_variables)
             model.load_weights(found[0])
+            if not restore_seed_states(model, found[1].get("seed_states")):
+                log(NO_SEED_STATES)
             log(
                 f"resumed from {found[0]} (step {found[1]['step']}, "
                 f"epoch {initial_epoch})"
