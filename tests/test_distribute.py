@@ -84,10 +84,16 @@ def _weights(run) -> list[np.ndarray]:
 
 def _assert_same_weights(run, reference) -> None:
     # Summation order differs between replicas, and Adam divides small gradients
-    # by their own size, so a few weights differ in the fifth decimal (the
-    # initialisation's scale is 0.02).
+    # by their own size: a weight whose gradient is at round-off level (a token
+    # embedding row seen once) moves by up to a learning rate (3e-4) a step either
+    # way. So all but one in 10,000 agree to the fifth decimal (the
+    # initialisation's scale is 0.02), and the rest to within two such steps.
+    apart = total = 0
     for a, b in zip(_weights(run), _weights(reference), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+        apart += int(np.sum(np.abs(a - b) > 1e-4 + 1e-3 * np.abs(b)))
+        total += a.size
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=6e-4)
+    assert apart <= total // 10_000, f"{apart} of {total} weights differ"
 
 
 def _free_ports(n: int) -> list[int]:

@@ -736,6 +736,49 @@ def test_same_seed_same_data_gives_identical_weights(pretrained):
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_pretraining_run_stopped_and_resumed_ends_bit_identical(
+    pretrained, tmp_path, monkeypatch
+):
+    """Stopped after its step-4 checkpoint and resumed, a run replays the data
+    stream to there and restores the dropout states: its weights are exactly those
+    of the run never stopped. Given a checkpoint without the dropout states (as an
+    older version wrote), the resumed run says so, and its weights differ."""
+    import shutil
+
+    import keras_bert_lite as kbl
+    from keras_bert_lite.io import read_json, write_json
+    from keras_bert_lite.training import callbacks, pretrain
+
+    original = callbacks.RunCheckpoint.on_epoch_end
+
+    def stop_after_step_4(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(callbacks.RunCheckpoint, "on_epoch_end", stop_after_step_4)
+        with pytest.raises(KeyboardInterrupt):
+            _tiny_pretrain(tmp_path, "stopped")
+    shutil.copytree(tmp_path / "stopped", tmp_path / "old")
+    state_path = str(tmp_path / "old" / "checkpoints" / "state.json")
+    state = read_json(state_path)
+    assert (state["step"], state["workers"]) == (4, 1)
+    del state["seed_states"]
+    write_json(state_path, state)
+
+    whole = kbl.load(str(pretrained / "a")).get_weights()
+    for name, same in (("stopped", True), ("old", False)):
+        lines = []
+        pretrain(None, str(tmp_path / name), resume=True, verbose=0, log=lines.append)
+        assert any("data stream is replayed to its micro-batch 4" in x for x in lines)
+        assert any("no dropout seed states" in x for x in lines) != same
+        resumed = kbl.load(str(tmp_path / name)).get_weights()
+        assert len(resumed) == len(whole)
+        equal = all(np.array_equal(a, b) for a, b in zip(whole, resumed, strict=True))
+        assert equal == same, name
+
+
 def test_pretraining_stops_on_a_nan_loss_and_resumes_from_the_good_checkpoint(
     pretrained, tmp_path
 ):
@@ -815,6 +858,8 @@ def test_a_resumed_run_is_lengthened_at_its_own_evaluation_interval(tmp_path):
         "epoch": 15,
         "step": 30,
         "seconds": state["seconds"],  # the run's time: tests/test_cli.py
+        "workers": 1,
+        "seed_states": state["seed_states"],  # tests/test_finetune.py
     }
     assert read_json(str(run / "metrics.json"))["steps"] == 30
     import keras_bert_lite as kbl

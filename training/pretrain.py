@@ -456,6 +456,23 @@ def pretrain(
     # strategy hands each worker its slice of every global batch.
     n_files = len(prepared.record_files(records) if records else files)
     shard_by_file = workers.count > 1 and n_files >= workers.count
+    # A resumed run replays the training stream up to its checkpoint (the pipeline
+    # makes hundreds of times the tokens a training step takes, so this costs
+    # seconds): it sees the pairs, masks and order a run never stopped would, and
+    # with the restored dropout states ends bit-identical to it. Where the stream
+    # cannot be replayed (another number of workers, whose shares of the corpus
+    # differ; data settings changed on this or an earlier resume), it draws new
+    # pairs and masks from the checkpoint on instead, seeded by its epoch.
+    data_changed = any(k in _DATA_CHANGES for k in changes) or any(
+        "data" in r for r in config.get("resumes", [])
+    )
+    replay = (
+        found is not None
+        and found[1].get("workers", 1) == workers.count
+        and not data_changed
+    )
+    fresh_from = 0 if replay else initial_epoch
+    skip_batches = initial_epoch * eval_every * accumulation if replay else 0
 
     def dataset(split: str, repeat: bool, size: int, shard=None):
         # Training batches have static shapes (XLA, TPUs). The held-out pass keeps
@@ -468,7 +485,7 @@ def pretrain(
                 names,
                 data_config,
                 size,
-                seed=train_config.seed + initial_epoch,
+                seed=train_config.seed + fresh_from,
                 repeat=repeat,
                 drop_remainder=drop_remainder,
                 shard=shard,
@@ -483,7 +500,7 @@ def pretrain(
             repeat=repeat,
             drop_remainder=drop_remainder,
             corpus_format=corpus_format,
-            resume_pass=initial_epoch if repeat else 0,
+            resume_pass=fresh_from if repeat else 0,
             shard=shard,
         )
 
@@ -495,11 +512,12 @@ def pretrain(
                 True,
                 context.get_per_replica_batch_size(micro_batch),
                 (context.input_pipeline_id, context.num_input_pipelines),
-            )
+            ).skip(skip_batches)
 
         train_ds = strategy.distribute_datasets_from_function(worker_dataset)
     else:
-        train_ds = _data_sharded(dataset("train", True, micro_batch), workers)
+        train = dataset("train", True, micro_batch)
+        train_ds = _data_sharded(train.skip(skip_batches), workers)
     held_out_ds = None
     validation_steps = 0
     if data_config.held_out > 0 and (
@@ -550,7 +568,12 @@ def pretrain(
                 log(NO_SEED_STATES)
             log(
                 f"resumed from {found[0]} (step {found[1]['step']}, "
-                f"epoch {initial_epoch})"
+                f"epoch {initial_epoch}); "
+                + (
+                    f"the data stream is replayed to its micro-batch {skip_batches}"
+                    if replay
+                    else "new pairs and masks are drawn from here"
+                )
             )
         elif init is not None:
             _copy_weights(run_dir.load(init), model)
@@ -569,7 +592,10 @@ def pretrain(
                 os.path.join(out, "tensorboard"), update_freq=100
             ),
             RunCheckpoint(
-                checkpoint_dir, started=started, seconds_before=seconds_before
+                checkpoint_dir,
+                state=lambda: {"workers": workers.count},
+                started=started,
+                seconds_before=seconds_before,
             ),
         ]
     log(

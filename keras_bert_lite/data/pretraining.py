@@ -420,8 +420,9 @@ def pretraining_dataset(
         drop_remainder: static batch size (for XLA and TPUs).
         corpus_format: see `read_documents`.
         stats: counts to update while reading.
-        resume_pass: the pass over the corpus to start at: a resumed run's later
-            passes get fresh pairs and masks instead of replaying the first ones
+        resume_pass: the pass over the corpus to start at: a resumed run that
+            cannot replay its stream (`training.pretrain`) gets fresh pairs and
+            masks from there instead of repeating the first ones
             (the held-out split is unchanged); without `repeat`, the one pass made.
         shard: (index, count): read only every count-th file from the index-th, as
             worker `index` of `count` does; pairs and masks are drawn from seeds of
