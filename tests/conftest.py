@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import itertools
 import os
@@ -53,6 +54,29 @@ def sotu_tokenizer(sotu_subset, tmp_path_factory):
     sentences = (s for doc in read_documents(sotu_subset) for s in doc)
     vocab = learn_vocabulary(itertools.islice(sentences, 3000), 2000)
     return BertTokenizer(vocab)
+
+
+class Stopped(Exception):
+    """What `stopped_after_epoch` raises: the run as a crash leaves it."""
+
+
+@contextlib.contextmanager
+def stopped_after_epoch(epoch: int):
+    """Inside it, a run stops (raises `Stopped`, which the block expects) right
+    after writing the checkpoint of `epoch` (0-based), as a run killed then would."""
+    from keras_bert_lite.training import callbacks
+
+    original = callbacks.RunCheckpoint.on_epoch_end
+
+    def stop(self, done, logs=None):
+        original(self, done, logs)
+        if done == epoch:
+            raise Stopped
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(callbacks.RunCheckpoint, "on_epoch_end", stop)
+        with pytest.raises(Stopped):
+            yield
 
 
 def tiny_vocabulary() -> list[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import shared_file
+from tests.conftest import shared_file, stopped_after_epoch
 
 # One padded row of token ids: the backbone's outputs on it compare two encoders.
 ONE_ROW = {
@@ -519,10 +519,6 @@ def test_unknown_dev_label_is_an_error_naming_the_file(task_data, vocab, tmp_pat
         )
 
 
-class _Crash(Exception):
-    pass
-
-
 def _weights(path):
     import h5py
 
@@ -539,29 +535,18 @@ def _weights(path):
 
 
 def test_a_run_killed_and_resumed_ends_bit_identical_to_one_never_stopped(
-    task_data, vocab, tmp_path, monkeypatch
+    task_data, vocab, tmp_path
 ):
     """Resuming restores the shuffle order and the dropout masks, not only the
     weights and the optimizer: the weights come out exactly those of an uninterrupted
     run. Without the recorded seed states, they do not (the check can fail)."""
     import shutil
 
-    from keras_bert_lite.training import callbacks
-
     options = dict(epochs=2, max_train=48, learning_rate=1e-3, patience=9)
     _fine_tune_classifier(task_data, vocab, tmp_path / "whole", **options)
 
-    original = callbacks.RunCheckpoint.on_epoch_end
-
-    def crash_after_the_first(self, epoch, logs=None):
-        original(self, epoch, logs)
-        if epoch == 0:
-            raise _Crash
-
-    with monkeypatch.context() as m:
-        m.setattr(callbacks.RunCheckpoint, "on_epoch_end", crash_after_the_first)
-        with pytest.raises(_Crash):
-            _fine_tune_classifier(task_data, vocab, tmp_path / "killed", **options)
+    with stopped_after_epoch(0):
+        _fine_tune_classifier(task_data, vocab, tmp_path / "killed", **options)
     shutil.copytree(tmp_path / "killed", tmp_path / "old")
     state_path = tmp_path / "old" / "checkpoints" / "state.json"
     state = json.loads(state_path.read_text())

@@ -12,7 +12,7 @@ import re
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, tiny_vocabulary
+from tests.conftest import REPO, stopped_after_epoch, tiny_vocabulary
 
 SENTENCES = [
     "The committee met on Tuesday to discuss the budget.",
@@ -736,9 +736,7 @@ def test_same_seed_same_data_gives_identical_weights(pretrained):
         np.testing.assert_array_equal(a, b)
 
 
-def test_a_pretraining_run_stopped_and_resumed_ends_bit_identical(
-    pretrained, tmp_path, monkeypatch
-):
+def test_a_pretraining_run_stopped_and_resumed_ends_bit_identical(pretrained, tmp_path):
     """Stopped after its step-4 checkpoint and resumed, a run replays the data
     stream to there and restores the dropout states: its weights are exactly those
     of the run never stopped. Given a checkpoint without the dropout states (as an
@@ -747,19 +745,10 @@ def test_a_pretraining_run_stopped_and_resumed_ends_bit_identical(
 
     import keras_bert_lite as kbl
     from keras_bert_lite.io import read_json, write_json
-    from keras_bert_lite.training import callbacks, pretrain
+    from keras_bert_lite.training import pretrain
 
-    original = callbacks.RunCheckpoint.on_epoch_end
-
-    def stop_after_step_4(self, epoch, logs=None):
-        original(self, epoch, logs)
-        if epoch == 1:
-            raise KeyboardInterrupt
-
-    with monkeypatch.context() as m:
-        m.setattr(callbacks.RunCheckpoint, "on_epoch_end", stop_after_step_4)
-        with pytest.raises(KeyboardInterrupt):
-            _tiny_pretrain(tmp_path, "stopped")
+    with stopped_after_epoch(1):
+        _tiny_pretrain(tmp_path, "stopped")
     shutil.copytree(tmp_path / "stopped", tmp_path / "old")
     state_path = str(tmp_path / "old" / "checkpoints" / "state.json")
     state = read_json(state_path)
