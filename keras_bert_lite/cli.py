@@ -247,14 +247,16 @@ _FLAG = {"jit_compile": "xla", "nsp": "no_nsp", "lowercase": "cased"}
 
 
 def _given_options(argv: list[str]) -> set[str]:
-    """The options (argparse dests) that `argv` gives, defaults left out."""
+    """The options (argparse dests) of its command that `argv` gives, defaults left
+    out."""
     parser = build_parser()
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                for option in sub._actions:
-                    option.default = argparse.SUPPRESS
-    return set(vars(parser.parse_args(argv)))
+    command = parser.parse_args(argv).command
+    sub, rest = parser.commands[command], argv[argv.index(command) + 1 :]
+    # Parsed again with every default a marker (set_defaults overrides the defaults
+    # that add_argument set), the options not given are the marker.
+    not_given = object()
+    sub.set_defaults(**dict.fromkeys(vars(sub.parse_args(rest)), not_given))
+    return {d for d, v in vars(sub.parse_args(rest)).items() if v is not not_given}
 
 
 def _cmd_pretrain(args) -> dict:
@@ -878,6 +880,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", help="also write the report here (besides verify.json)")
     p.set_defaults(func=_cmd_verify)
+    parser.commands = sub.choices  # the parser of each command, by name
     return parser
 
 

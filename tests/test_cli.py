@@ -325,3 +325,23 @@ def test_bad_arguments_exit_2():
     assert done.returncode == 2 and "must be at least 1" in done.stderr
     done = kbl("pretrain", "--out", "x", "--warmup", "1.5")
     assert done.returncode == 2 and "warmup must be a share" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "argv, given",
+    [
+        # A value at its default counts as given (3e-4 is the default rate); a
+        # store_true flag counts only when it is on the command line.
+        (["pretrain", "--out", "r", "--resume", "--learning-rate", "3e-4"],
+         {"out", "resume", "learning_rate"}),
+        # The options of the command only: not kbl's own --debug, nor the
+        # defaults that set_defaults gives (func).
+        (["--debug", "pretrain", "--out", "pretrain", "--corpus", "a", "b",
+          "--no-nsp", "--vocab-size", "300", "--xla", "auto"],
+         {"out", "corpus", "no_nsp", "vocab_size", "xla"}),
+    ],
+)  # fmt: skip
+def test_given_options_are_those_on_the_command_line(argv, given):
+    from keras_bert_lite.cli import _given_options
+
+    assert _given_options(argv) == given
