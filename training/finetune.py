@@ -373,6 +373,7 @@ def finetune(
     from keras_bert_lite.training.optimizer import bert_optimizer, layer_decay_factors
     from keras_bert_lite.training.strategy import (
         Workers,
+        describe,
         fit_under,
         get_strategy,
         resolve_jit_compile,
@@ -636,7 +637,7 @@ def finetune(
     log(
         f"fine-tuning ({model.count_params():,} parameters) for up to {epochs} "
         f"epochs of {steps_per_epoch} steps, learning rate {rate}, "
-        f"precision {precision}, XLA {xla} -> {out}"
+        f"precision {precision}, XLA {xla}, {describe(distribution, workers)} -> {out}"
     )
     if initial_epoch < epochs and not best["stopped"]:
         # Every iterator opened on the dataset draws the next shuffle order from the

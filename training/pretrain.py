@@ -211,6 +211,7 @@ def pretrain(
 
     from keras_bert_lite.training.strategy import (
         Workers,
+        describe,
         fit_under,
         get_strategy,
         resolve_jit_compile,
@@ -601,9 +602,8 @@ def pretrain(
     log(
         f"pretraining {model_config.num_layers}x{model_config.hidden_dim} BERT "
         f"({model.count_params():,} parameters), precision {precision}, "
-        f"XLA {jit_compile}, strategy {kind} ({replicas} replica(s)"
-        + (f", worker {workers.index} of {workers.count}" if workers.count > 1 else "")
-        + f"), {train_config.optimizer}, {total_steps} steps of {batch} x "
+        f"XLA {jit_compile}, {describe(strategy, workers)}, "
+        f"{train_config.optimizer}, {total_steps} steps of {batch} x "
         f"{data_config.seq_len} tokens"
         + (f" in {accumulation} micro-batches" if accumulation > 1 else "")
         + f", evaluation every {eval_every} steps"

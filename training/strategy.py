@@ -127,6 +127,16 @@ class Workers:
         return cls(index=number, count=max(workers, 1), chief=chief)
 
 
+def describe(strategy, workers: Workers) -> str:
+    """The strategy as the training logs name it: "strategy multiworker (2
+    replica(s), worker 1 of 2)"; the worker numbers count from 0, chief first."""
+    where = f", worker {workers.index} of {workers.count}" if workers.count > 1 else ""
+    return (
+        f"strategy {strategy_kind(strategy)} "
+        f"({strategy.num_replicas_in_sync} replica(s){where})"
+    )
+
+
 @functools.cache
 def _cpu_flags() -> frozenset[str]:
     try:
