@@ -994,3 +994,23 @@ def test_pretraining_refuses_a_layer_decay(tmp_path):
     with pytest.raises(KblError, match=r"layer_decay 0.8: a fine-tuning setting"):
         pretrain(str(corpus), str(tmp_path / "run"), model="tiny", layer_decay=0.8)
     assert not (tmp_path / "run").exists()
+
+
+def test_resuming_a_model_without_dropout_has_no_seed_states_to_miss():
+    """A model pretrained with dropout 0 (as the README's mini runs are) draws no
+    masks, so its checkpoint has no seed states and a resume loses nothing: it must
+    not say that it goes on "with fresh dropout masks". One with dropout does miss
+    them when an older checkpoint lacks them, and gets back exactly what was saved."""
+    from keras_bert_lite.training.callbacks import restore_seed_states, seed_states
+    from tests.test_model import tiny_backbone
+
+    without = tiny_backbone(dropout=0.0)
+    assert seed_states(without) == []
+    assert restore_seed_states(without, None) and restore_seed_states(without, [])
+
+    with_dropout = tiny_backbone(dropout=0.1)
+    saved = seed_states(with_dropout)
+    assert saved and not restore_seed_states(with_dropout, None)
+    changed = [[seed, counter + 7] for seed, counter in saved]
+    assert restore_seed_states(with_dropout, changed)
+    assert seed_states(with_dropout) == changed

@@ -101,8 +101,11 @@ def seed_states(model) -> list[list[int]]:
 def restore_seed_states(model, saved: list[list[int]] | None) -> bool:
     """Puts back what `seed_states` recorded, so that a resumed run draws the same
     dropout masks as one never stopped. False where there is nothing that fits (a
-    checkpoint from before the states were recorded, or another model)."""
+    checkpoint from before the states were recorded, or another model). True for a
+    model without dropout: it draws no masks, so there is nothing to put back."""
     variables = _seed_variables(model)
+    if not variables:
+        return True
     if not saved or len(saved) != len(variables):
         return False
     for variable, value in zip(variables, saved, strict=True):
