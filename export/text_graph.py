@@ -84,7 +84,7 @@ def _take(values, starts, index, valid, fill: int):
 
 def truncate_pair(len_a, len_b, budget):
     """Segment lengths after BERT's longest-first truncation (tokens drop from the
-    end of the longer segment, B's on a tie), as `data.tasks._truncate_pair`
+    end of the longer segment, B's on a tie), as `data.tasks.truncated_lengths`
     computes them, elementwise over int32 tensors."""
     hi, lo = budget - budget // 2, budget // 2
     a_if_a_longer = tf.where(2 * len_b <= budget, budget - len_b, hi)

@@ -146,7 +146,7 @@ def _strings(texts):
 def test_in_graph_pair_truncation_matches_training():
     import tensorflow as tf
 
-    from keras_bert_lite.data.tasks import _truncate_pair
+    from keras_bert_lite.data.tasks import truncated_lengths
     from keras_bert_lite.export.text_graph import truncate_pair
 
     lengths = np.array([(a, b) for a in range(14) for b in range(14)], np.int32)
@@ -154,7 +154,7 @@ def test_in_graph_pair_truncation_matches_training():
         keep_a, keep_b = truncate_pair(
             tf.constant(lengths[:, 0]), tf.constant(lengths[:, 1]), budget
         )
-        expected = [_truncate_pair(int(a), int(b), budget) for a, b in lengths]
+        expected = [truncated_lengths(int(a), int(b), budget) for a, b in lengths]
         assert list(zip(keep_a.numpy(), keep_b.numpy(), strict=True)) == expected
 
 

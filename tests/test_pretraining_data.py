@@ -262,3 +262,53 @@ def test_no_nsp_packs_contiguous_full_length_segments():
 
 def test_truncation_keeps_every_pair_within_seq_len(originals):
     assert (originals["padding_mask"].sum(1) <= SEQ_LEN).all()
+
+
+def test_pair_truncation_cuts_the_longer_segment_at_both_ends_evenly():
+    """BERT's loop: drop one token at a time from the longer segment (B on a tie),
+    from its front or its back at random. The cut is computed without the loop;
+    here it is checked against the loop for every small case, and the front/back
+    split of the cuts is checked to be fair."""
+    from keras_bert_lite.data.pretraining import _truncate_pair
+
+    def loop_lengths(la, lb, budget):
+        while la + lb > budget:
+            if la > lb:
+                la -= 1
+            else:
+                lb -= 1
+        return la, lb
+
+    rng = random.Random(0)
+    front_cuts = total_cuts = 0
+    for la in range(0, 25):
+        for lb in range(0, 25):
+            for budget in (1, 7, 20, 30):
+                a, b = list(range(la)), list(range(100, 100 + lb))
+                original_a, original_b = list(a), list(b)
+                _truncate_pair(a, b, budget, rng)
+                assert (len(a), len(b)) == loop_lengths(la, lb, budget)
+                for kept, original in ((a, original_a), (b, original_b)):
+                    cuts = len(original) - len(kept)
+                    if not kept:
+                        continue
+                    start = original.index(kept[0])
+                    # What is kept is one contiguous run of the original.
+                    assert kept == original[start : start + len(kept)]
+                    front_cuts += start
+                    total_cuts += cuts
+    assert total_cuts > 10_000
+    assert abs(front_cuts / total_cuts - 0.5) < 0.02, front_cuts / total_cuts
+
+
+def test_building_a_pipeline_leaves_the_global_random_seed_alone(
+    sotu_subset, sotu_tokenizer
+):
+    import tensorflow as tf
+
+    tf.random.set_seed(123)
+    expected = tf.random.uniform([4]).numpy()
+    tf.random.set_seed(123)
+    ds = pretraining_dataset(sotu_subset, sotu_tokenizer, seq_len=SEQ_LEN, seed=9)
+    next(iter(ds))
+    np.testing.assert_array_equal(tf.random.uniform([4]).numpy(), expected)

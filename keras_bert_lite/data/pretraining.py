@@ -5,17 +5,19 @@ Shape legend: B = batch, T = seq_len, P = max_predictions.
 The stages:
 1. `read_indexed_documents` streams documents (lists of sentences) from the corpus
    files, several files interleaved, each keyed by (file, document) number.
-2. tf.data tokenizes each document's sentences in graph (FastBertTokenizer).
+2. The sentences of several documents at a time are tokenized in one call of the
+   in-graph FastBertTokenizer.
 3. `InstanceBuilder` (Python, seeded `random.Random`) cuts documents into segment pairs
    the way google-research/bert's create_pretraining_data.py does, drawing NotNext
    segments from a pool of other documents so the corpus is never held in memory.
 4. tf.data packs `[CLS] A [SEP] B [SEP]` and masks with tensorflow-text's
-   `mask_language_model` on every pass, so each epoch sees new masks (dynamic masking).
+   `mask_language_model` on every pass, so each epoch sees new masks (dynamic masking),
+   several batches at once.
 
-Repeatability: the Python RNG is seeded from (seed, pass); the masking ops draw from
-TensorFlow's op-level RNG, which `pretraining_dataset` seeds from `seed` when it traces
-the masking function. A dataset iterated twice from the start gives the same stream; one
-continuing iterator (training: `repeat=True`) keeps drawing new masks and new pairs.
+Repeatability: the Python RNG is seeded from (seed, pass); a batch's masks are drawn by
+stateless generators keyed by (seed, the batch's number in the stream). A dataset
+iterated twice from the start gives the same stream; one continuing iterator (training:
+`repeat=True`) keeps drawing new masks and new pairs.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import random
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from itertools import chain
 
 import numpy as np
 import tensorflow as tf
@@ -35,6 +38,7 @@ from keras_bert_lite.data.corpus import (
     expand_paths,
     read_indexed_documents,
 )
+from keras_bert_lite.data.tasks import truncated_lengths
 from keras_bert_lite.errors import KblError
 from keras_bert_lite.text.tokenizer import BertTokenizer
 
@@ -79,21 +83,19 @@ def text_room(seq_len: int, nsp: bool) -> int:
 
 
 def _truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: random.Random):
-    """Trims the longer segment one token at a time, from the front or the back at
-    random (as BERT does, to avoid always cutting sentence ends).
+    """Trims the longer segment one token at a time (B on a tie) until the pair fits,
+    each token from the front or the back at random (as BERT does, to avoid always
+    cutting sentence ends).
 
-    The trimming is decided on counts and applied with one slice per segment, so a
-    segment far longer than `max_tokens` costs linear time, not quadratic."""
-    segments = (a, b)
-    lengths = [len(a), len(b)]
-    cuts = [[0, 0], [0, 0]]  # per segment, tokens to drop: [front, back]
-    while lengths[0] + lengths[1] > max_tokens:
-        longer = 0 if lengths[0] > lengths[1] else 1
-        cuts[longer][0 if rng.random() < 0.5 else 1] += 1
-        lengths[longer] -= 1
-    for segment, (front, back), kept in zip(segments, cuts, lengths, strict=True):
-        if front or back:
-            segment[:] = segment[front : front + kept]
+    The lengths are computed without the loop (`truncated_lengths`), and of a
+    segment's k cuts the number at its front, Binomial(k, 1/2), is the count of ones
+    in k random bits: one draw and one slice per segment, however long."""
+    kept = truncated_lengths(len(a), len(b), max_tokens)
+    for segment, keep in zip((a, b), kept, strict=True):
+        cuts = len(segment) - keep
+        if cuts:
+            front = rng.getrandbits(cuts).bit_count()
+            segment[:] = segment[front : front + keep]
 
 
 class InstanceBuilder:
@@ -203,9 +205,9 @@ class InstanceBuilder:
                         i += 1
                         continue
                 a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
-                a = [t for s in chunk[:a_end] for t in s]
+                a = list(chain.from_iterable(chunk[:a_end]))
                 if is_next:
-                    b = [t for s in chunk[a_end:] for t in s]
+                    b = list(chain.from_iterable(chunk[a_end:]))
                 else:
                     b_target = max(1, target - len(a))
                     b = []
@@ -276,34 +278,105 @@ def _tokenized_documents(
     return tokenized
 
 
-def _masker(tokenizer: BertTokenizer, config: DataConfig):
-    """The batched tf.data function: pack, mask and pad one batch of instances."""
+class _SeededSelector(text.RandomItemSelector):
+    """tensorflow-text's `RandomItemSelector` with its draws keyed by a seed.
+
+    The same choice (ceil(rate x selectable items) per row, at most
+    `max_selections_per_batch`, uniformly at random among the selectable ones), made
+    for the whole batch at once: each item gets a uniform key from a stateless
+    generator and a row takes its k smallest. The stock selector shuffles row by row
+    in a `map_fn` from the shared op-level generator, which is slower and ties a
+    batch's masks to the order in which batches are masked, so that masking could
+    not run in parallel.
+    """
+
+    def __init__(self, seed, **kwargs):
+        super().__init__(**kwargs)
+        self._seed = seed
+
+    def get_selection_mask(self, input_ids, axis=1):
+        if axis != 1:
+            raise ValueError("_SeededSelector selects along axis 1")
+        selectable = self.get_selectable(input_ids, axis)  # [B, (items)]
+        count = tf.reduce_sum(tf.cast(selectable, tf.float32), axis=1)
+        take = tf.minimum(
+            tf.math.ceil(count * self.selection_rate),
+            float(self.max_selections_per_batch),
+        )
+        keys = tf.random.stateless_uniform(
+            tf.shape(selectable.flat_values), seed=self._seed
+        )
+        # Unselectable items sort after every selectable one, padding after those.
+        keys = tf.where(selectable.flat_values, keys, 2.0)
+        dense = selectable.with_flat_values(keys).to_tensor(default_value=3.0)
+        rank = tf.argsort(tf.argsort(dense, axis=1), axis=1)  # [B, max items]
+        chosen = rank < tf.cast(take, tf.int32)[:, None]
+        return tf.RaggedTensor.from_tensor(
+            chosen,
+            lengths=selectable.row_lengths(),
+            row_splits_dtype=selectable.row_splits.dtype,
+        )
+
+
+class _SeededChooser(text.MaskValuesChooser):
+    """tensorflow-text's `MaskValuesChooser` (mask / random token / unchanged) with
+    its draws keyed by a seed instead of the shared op-level generator."""
+
+    def __init__(self, seed, *args, mask_token_rate, random_token_rate):
+        super().__init__(
+            *args, mask_token_rate=mask_token_rate, random_token_rate=random_token_rate
+        )
+        self._seed = seed
+
+    def get_mask_values(self, masked_lm_ids):
+        flat = masked_lm_ids.flat_values
+        choice_seed, token_seed = tf.unstack(
+            tf.random.experimental.stateless_split(self._seed, 2)
+        )
+        draw = tf.random.stateless_uniform(tf.shape(flat), seed=choice_seed)
+        random_ids = tf.random.stateless_uniform(
+            tf.shape(flat),
+            seed=token_seed,
+            maxval=self.vocab_size,
+            dtype=flat.dtype,
+        )
+        mask_rate = self._mask_token_rate
+        values = tf.where(
+            draw < mask_rate,
+            tf.cast(self.mask_token, flat.dtype),
+            tf.where(draw < mask_rate + self.random_token_rate, random_ids, flat),
+        )
+        return masked_lm_ids.with_flat_values(values)
+
+
+def _masker(tokenizer: BertTokenizer, config: DataConfig, seed: int):
+    """The batched tf.data function: pack, mask and pad one batch of instances.
+
+    Its random draws are keyed by (`seed`, the batch's number in the stream), so a
+    batch's masks depend on nothing else and batches can be masked in parallel."""
     seq_len, max_predictions = config.seq_len, config.max_predictions
     specials = [tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id, tokenizer.mask_id]
 
-    def selector(batch_seed):
-        # RandomItemSelector shuffles each row inside a parallel map_fn, where a shared
-        # stateful shuffle would hand out random numbers in a nondeterministic order. A
-        # stateless shuffle keyed by (batch seed, the row's positions) is repeatable.
-        def shuffle(positions):
-            key = tf.cast(tf.reduce_sum(positions), tf.int32)
-            return tf.random.experimental.stateless_shuffle(
-                positions, seed=tf.stack([batch_seed[0], batch_seed[1] + key])
-            )
-
-        return text.RandomItemSelector(
+    def choosers(batch_number):
+        key = tf.stack([tf.constant(seed, tf.int64), batch_number])
+        select_seed, value_seed = tf.unstack(
+            tf.random.experimental.stateless_split(key, 2)
+        )
+        selector = _SeededSelector(
+            select_seed,
             max_selections_per_batch=max_predictions,
             selection_rate=config.mask_rate,
             unselectable_ids=specials,
-            shuffle_fn=shuffle,
         )
+        chooser = _SeededChooser(
+            value_seed,
+            tokenizer.vocabulary_size,
+            tokenizer.mask_id,
+            mask_token_rate=config.mask_token_rate,
+            random_token_rate=config.random_token_rate,
+        )
+        return selector, chooser
 
-    chooser = text.MaskValuesChooser(
-        tokenizer.vocabulary_size,
-        tokenizer.mask_id,
-        mask_token_rate=config.mask_token_rate,
-        random_token_rate=config.random_token_rate,
-    )
     continuation = tokenizer.continuation_table()
     special_table = tf.constant(
         [i in specials for i in range(tokenizer.vocabulary_size)], tf.bool
@@ -322,7 +395,10 @@ def _masker(tokenizer: BertTokenizer, config: DataConfig):
         words_per_row = tf.math.segment_sum(tf.cast(starts, tf.int64), rows)
         return tf.RaggedTensor.from_row_lengths(pieces, words_per_row)
 
-    def pack_and_mask(a, b, nsp_label):
+    def pack_and_mask(batch_number, batch):
+        a_ids, a_lengths, b_ids, b_lengths, nsp_label = batch
+        a = tf.RaggedTensor.from_row_lengths(a_ids, a_lengths)
+        b = tf.RaggedTensor.from_row_lengths(b_ids, b_lengths)
         segments = [a, b] if config.nsp else [a]
         ids, segment_ids = text.combine_segments(
             segments,
@@ -330,10 +406,7 @@ def _masker(tokenizer: BertTokenizer, config: DataConfig):
             end_of_segment_id=tokenizer.sep_id,
         )
         ids = tf.cast(ids, tf.int32)
-        # Drawn from the (sequential, seeded) stream: one seed per batch.
-        batch_selector = selector(
-            tf.random.uniform([2], maxval=tf.int32.max, dtype=tf.int32)
-        )
+        batch_selector, chooser = choosers(batch_number)
         if config.whole_word_mask:
             masked, positions, mask_ids = text.mask_language_model(
                 words(ids), batch_selector, chooser, axis=1
@@ -496,23 +569,17 @@ def pretraining_dataset(
             tf.TensorSpec([None], tf.int32),  # NSP labels
         ),
     )
-    ds = ds.map(
-        lambda a, a_lengths, b, b_lengths, labels: (
-            tf.RaggedTensor.from_row_lengths(a, a_lengths),
-            tf.RaggedTensor.from_row_lengths(b, b_lengths),
-            labels,
-        )
-    )
     draw_seed = seed + 7919 * resume_pass
     if shard is not None:
         draw_seed += 104_729 * (shard[0] + 1)
-    # Masking takes its op-level seed from the global seed when the pipeline is
-    # built, so set it first: every call with the same seed then builds the same
-    # stream, whatever ran before in the process.
-    tf.random.set_seed(draw_seed)
-    # Masking runs one batch at a time: parallel calls would share the random state in
-    # a nondeterministic order.
-    ds = ds.map(_masker(tokenizer, config))
+    # Each batch is masked from seeds of its own (its number in the stream), so the
+    # batches are masked in parallel and the stream is the same for a seed whatever
+    # else ran in the process.
+    ds = ds.enumerate().map(
+        _masker(tokenizer, config, draw_seed),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
     if drop_remainder:
         ds = ds.map(_static_shapes(batch_size, config))
     return ds.prefetch(tf.data.AUTOTUNE)

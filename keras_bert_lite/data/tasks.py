@@ -606,7 +606,7 @@ def _max_context_window(
 # === Sentence (pair) classification features ===
 
 
-def _truncate_pair(len_a: int, len_b: int, budget: int) -> tuple[int, int]:
+def truncated_lengths(len_a: int, len_b: int, budget: int) -> tuple[int, int]:
     """Lengths after dropping tokens from the end of the longer segment one at a time
     (B on a tie), as BERT's `_truncate_seq_pair`, computed without the loop."""
     if len_a + len_b <= budget:
@@ -669,7 +669,7 @@ def encode_classification(
         a = a_ids[a_splits[i] : a_splits[i + 1]]
         if pair:
             b = b_ids[b_splits[i] : b_splits[i + 1]]
-            len_a, len_b = _truncate_pair(len(a), len(b), seq_len - 3)
+            len_a, len_b = truncated_lengths(len(a), len(b), seq_len - 3)
             row = np.concatenate([[CLS_ID], a[:len_a], [SEP_ID], b[:len_b], [SEP_ID]])
             segment_ids[i, len_a + 2 : len(row)] = 1
             truncated += len_a + len_b < len(a) + len(b)
