@@ -260,6 +260,50 @@ def test_no_nsp_packs_contiguous_full_length_segments():
     assert [t for a, _, _ in out for t in a] == [t for d in docs for s in d for t in s]
 
 
+def test_tokenized_documents_are_each_sentence_tokenized_alone(
+    sotu_subset, sotu_tokenizer
+):
+    """Documents are tokenized many sentences per call and cut as spans of one id
+    array: each sentence must still be exactly its own tokenization, a too-long one
+    in consecutive pieces of at most `max_tokens`, across tokenizer-call edges."""
+    from keras_bert_lite.data.corpus import read_indexed_documents
+    from keras_bert_lite.data.pretraining import Document, _tokenized_documents
+
+    files = [(0, sotu_subset)]
+    max_tokens = 40
+    documents = _tokenized_documents(
+        files, sotu_tokenizer, "auto", None, lambda key: key[1] < 12, max_tokens, 100
+    )
+    got = list(documents())
+    expected = []
+    for key, doc in read_indexed_documents(files):
+        if key[1] >= 12:
+            continue
+        sentences = []
+        for ids in sotu_tokenizer(doc).to_list():
+            pieces = range(0, len(ids), max_tokens)
+            sentences += [ids[k : k + max_tokens] for k in pieces]
+        expected.append(sentences)
+    assert all(isinstance(doc, Document) for doc in got)
+    assert [[s.tolist() for s in doc] for doc in got] == expected
+    assert any(len(s) == max_tokens for doc in expected for s in doc)
+    assert sum(map(len, expected)) > 1000  # several tokenizer calls of 100
+
+
+def test_array_instances_are_the_list_instances(sotu_subset, sotu_tokenizer):
+    """`arrays` (what the pipeline batches) and `__call__` are one stream: the same
+    instances from the same draws, from `Document`s or from lists of sentences."""
+    from keras_bert_lite.data.pretraining import Document
+
+    docs = synthetic_documents(60, seed=2) + [[[7]], [[8, 9]], [], [[]]]
+    for nsp in (True, False):
+        as_lists = list(InstanceBuilder(40, random.Random(5), nsp=nsp)(docs))
+        documents = [Document.from_sentences(d) for d in docs]
+        arrays = InstanceBuilder(40, random.Random(5), nsp=nsp).arrays(documents)
+        assert [(a.tolist(), b.tolist(), y) for a, b, y in arrays] == as_lists
+        assert len(as_lists) > 100
+
+
 def test_truncation_keeps_every_pair_within_seq_len(originals):
     assert (originals["padding_mask"].sum(1) <= SEQ_LEN).all()
 
@@ -284,9 +328,13 @@ def test_pair_truncation_cuts_the_longer_segment_at_both_ends_evenly():
     for la in range(0, 25):
         for lb in range(0, 25):
             for budget in (1, 7, 20, 30):
-                a, b = list(range(la)), list(range(100, 100 + lb))
-                original_a, original_b = list(a), list(b)
-                _truncate_pair(a, b, budget, rng)
+                # Spans into a document's ids, not starting at 0.
+                ids = list(range(200))
+                a_span, b_span = (3, 3 + la), (100, 100 + lb)
+                (a0, a1), (b0, b1) = _truncate_pair(a_span, b_span, budget, rng)
+                assert 3 <= a0 <= a1 <= 3 + la and 100 <= b0 <= b1 <= 100 + lb
+                a, b = ids[a0:a1], ids[b0:b1]
+                original_a, original_b = ids[3 : 3 + la], ids[100 : 100 + lb]
                 assert (len(a), len(b)) == loop_lengths(la, lb, budget)
                 for kept, original in ((a, original_a), (b, original_b)):
                     cuts = len(original) - len(kept)

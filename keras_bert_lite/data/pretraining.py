@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import random
 import zlib
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from itertools import chain
+from itertools import accumulate, chain, pairwise
 
 import numpy as np
 import tensorflow as tf
@@ -43,6 +44,7 @@ from keras_bert_lite.errors import KblError
 from keras_bert_lite.text.tokenizer import BertTokenizer
 
 IS_NEXT, NOT_NEXT = 0, 1
+_EMPTY = np.zeros(0, np.int32)
 
 
 def is_held_out(key: tuple[int, int], share: float, seed: int) -> bool:
@@ -82,20 +84,54 @@ def text_room(seq_len: int, nsp: bool) -> int:
     return seq_len - (3 if nsp else 2)
 
 
-def _truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: random.Random):
-    """Trims the longer segment one token at a time (B on a tie) until the pair fits,
-    each token from the front or the back at random (as BERT does, to avoid always
-    cutting sentence ends).
+def _truncate_pair(
+    a: tuple[int, int], b: tuple[int, int], max_tokens: int, rng: random.Random
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The (start, end) spans of A and B after trimming the longer segment one token
+    at a time (B on a tie) until the pair fits, each token from the front or the back
+    at random (as BERT does, to avoid always cutting sentence ends).
 
     The lengths are computed without the loop (`truncated_lengths`), and of a
     segment's k cuts the number at its front, Binomial(k, 1/2), is the count of ones
-    in k random bits: one draw and one slice per segment, however long."""
-    kept = truncated_lengths(len(a), len(b), max_tokens)
-    for segment, keep in zip((a, b), kept, strict=True):
-        cuts = len(segment) - keep
+    in k random bits: one draw per segment, however long."""
+    kept = truncated_lengths(a[1] - a[0], b[1] - b[0], max_tokens)
+    spans = []
+    for (start, end), keep in zip((a, b), kept, strict=True):
+        cuts = end - start - keep
         if cuts:
-            front = rng.getrandbits(cuts).bit_count()
-            segment[:] = segment[front : front + keep]
+            start += rng.getrandbits(cuts).bit_count()
+        spans.append((start, start + keep))
+    return spans[0], spans[1]
+
+
+class Document:
+    """A tokenized document: all its ids in one array, sentence k at
+    `ids[starts[k]:starts[k + 1]]` (no sentence is empty).
+
+    Pairs are cut from it as spans of `ids`, so building them costs Python work per
+    sentence boundary, not per token. Iterating gives the sentences (array views).
+    """
+
+    __slots__ = ("ids", "starts")
+
+    def __init__(self, ids: np.ndarray, starts: list[int]):
+        self.ids = ids
+        self.starts = starts
+
+    @classmethod
+    def from_sentences(cls, sentences: Iterable[Iterable[int]]) -> Document:
+        """From lists of token ids (empty sentences are left out)."""
+        sentences = [list(s) for s in sentences if len(s)]
+        starts = [0, *accumulate(len(s) for s in sentences)]
+        ids = np.fromiter(chain.from_iterable(sentences), np.int32, starts[-1])
+        return cls(ids, starts)
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        ids = self.ids
+        return (ids[s:e] for s, e in pairwise(self.starts))
 
 
 class InstanceBuilder:
@@ -108,6 +144,10 @@ class InstanceBuilder:
     document, say) has no next sentence: its IsNext pair splits it in two. With
     `nsp=False`, each document's tokens are cut into contiguous segments of full
     length (label IS_NEXT, B empty).
+
+    Calling it with documents (`Document`s, or lists of sentences, each a list of
+    token ids) yields (A, B, label) with A and B lists of ids; `arrays` yields them as
+    NumPy views of the documents' ids (what the pipeline batches).
 
     Args:
         seq_len: tokens per packed example, special tokens included.
@@ -131,7 +171,18 @@ class InstanceBuilder:
         self.nsp = nsp
         self.pool_size = max(2, document_pool)
 
-    def __call__(self, documents: Iterable[list[list[int]]]) -> Iterator[tuple]:
+    def __call__(self, documents: Iterable) -> Iterator[tuple[list, list, int]]:
+        for a, b, label in self.arrays(documents):
+            yield a.tolist(), b.tolist(), label
+
+    def arrays(
+        self, documents: Iterable
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+        documents = (
+            doc if isinstance(doc, Document) else Document.from_sentences(doc)
+            for doc in documents
+        )
+        documents = (doc for doc in documents if len(doc))
         if not self.nsp:
             for doc in documents:
                 yield from self._contiguous(doc)
@@ -139,7 +190,7 @@ class InstanceBuilder:
         # We don't walk documents in corpus order: a pool of documents is filled and
         # drained at random, and the pool plus recently finished documents are where
         # NotNext segments come from. Memory stays bounded by the pool.
-        pool: list[list[list[int]]] = []
+        pool: list[Document] = []
         recent: deque = deque(maxlen=self.pool_size)
         for doc in documents:
             pool.append(doc)
@@ -152,10 +203,10 @@ class InstanceBuilder:
             yield from self._pairs(doc, pool, recent)
             recent.append(doc)
 
-    def _contiguous(self, doc):
-        tokens = [t for sentence in doc for t in sentence]
-        for start in range(0, len(tokens), self.max_tokens):
-            yield tokens[start : start + self.max_tokens], [], IS_NEXT
+    def _contiguous(self, doc: Document):
+        ids, step = doc.ids, self.max_tokens
+        for start in range(0, len(ids), step):
+            yield ids[start : start + step], _EMPTY, IS_NEXT
 
     def _random_document(self, pool, recent):
         others = len(pool) + len(recent)
@@ -164,8 +215,9 @@ class InstanceBuilder:
         k = self.rng.randrange(others)
         return pool[k] if k < len(pool) else recent[k - len(pool)]
 
-    def _pairs(self, doc, pool, recent):
-        rng = self.rng
+    def _pairs(self, doc: Document, pool, recent):
+        rng, ids, starts = self.rng, doc.ids, doc.starts
+        n = len(starts) - 1
 
         def new_target():
             # Mostly full length; sometimes shorter, so the model also sees the short
@@ -175,56 +227,61 @@ class InstanceBuilder:
             return self.max_tokens
 
         target = new_target()
-        chunk: list[list[int]] = []
-        length = 0
-        i = 0
-        while i < len(doc):
-            chunk.append(doc[i])
-            length += len(doc[i])
-            if i == len(doc) - 1 or length >= target:
-                is_next = rng.random() >= 0.5
-                other = None if is_next else self._random_document(pool, recent)
-                if other is None:
-                    is_next = True
-                if is_next and len(chunk) == 1:
-                    if i + 1 < len(doc):  # B needs a true continuation: take one more
-                        i += 1
-                        chunk.append(doc[i])
-                    elif len(chunk[0]) >= 2 and (pool or recent):
-                        # A lone last sentence has no next sentence. BERT's code
-                        # makes it NotNext, which tilts the labels off 50/50: by
-                        # about two points on real corpora, and most of the way to
-                        # NotNext when many documents are one sentence (reviews,
-                        # tweets). Its IsNext pair continues the sentence instead:
-                        # A is a first part of it and B the rest.
-                        cut = rng.randint(1, len(chunk[0]) - 1)
-                        chunk = [chunk[0][:cut], chunk[0][cut:]]
-                    elif pool or recent:  # a one-token sentence: left out
-                        chunk, length = [], 0
-                        target = new_target()
-                        i += 1
-                        continue
-                a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
-                a = list(chain.from_iterable(chunk[:a_end]))
-                if is_next:
-                    b = list(chain.from_iterable(chunk[a_end:]))
-                else:
-                    b_target = max(1, target - len(a))
-                    b = []
-                    for sentence in other[rng.randrange(len(other)) :]:
-                        b.extend(sentence)
-                        if len(b) >= b_target:
-                            break
-                    # The sentences of this chunk that B did not use go back.
-                    i -= len(chunk) - a_end
-                _truncate_pair(a, b, self.max_tokens, rng)
-                if a and b:
-                    yield a, b, (IS_NEXT if is_next else NOT_NEXT)
-                elif a and other is None and not pool and not recent:
-                    yield a, [], IS_NEXT  # a one-document corpus: no pair to make
-                chunk, length = [], 0
-                target = new_target()
-            i += 1
+        first = 0  # the chunk's first sentence
+        while first < n:
+            # The chunk: sentences first..last, the fewest that reach the target (or
+            # the rest of the document); `bounds` are its sentences' token starts and
+            # its end.
+            last = min(bisect_left(starts, starts[first] + target, first + 1), n) - 1
+            bounds = starts[first : last + 2]
+            is_next = rng.random() >= 0.5
+            other = None if is_next else self._random_document(pool, recent)
+            if other is None:
+                is_next = True
+            if is_next and last == first:
+                if last + 1 < n:  # B needs a true continuation: take one more
+                    last += 1
+                    bounds = starts[first : last + 2]
+                elif bounds[1] - bounds[0] >= 2 and (pool or recent):
+                    # A lone last sentence has no next sentence. BERT's code makes it
+                    # NotNext, which tilts the labels off 50/50: by about two points
+                    # on real corpora, and most of the way to NotNext when many
+                    # documents are one sentence (reviews, tweets). Its IsNext pair
+                    # continues the sentence instead: A is a first part of it and B
+                    # the rest.
+                    cut = rng.randint(1, bounds[1] - bounds[0] - 1)
+                    bounds = [bounds[0], bounds[0] + cut, bounds[1]]
+                elif pool or recent:  # a one-token sentence: left out
+                    target = new_target()
+                    first = last + 1
+                    continue
+            sentences = len(bounds) - 1
+            a_end = rng.randint(1, sentences - 1) if sentences >= 2 else 1
+            a = (bounds[0], bounds[a_end])
+            b_ids = ids
+            if is_next:
+                b = (bounds[a_end], bounds[-1])
+                first = last + 1
+            else:
+                # B: sentences of the other document from a random one on, the fewest
+                # that reach the rest of the target.
+                b_ids, other_starts = other.ids, other.starts
+                j = rng.randrange(len(other_starts) - 1)
+                b_target = max(1, target - (a[1] - a[0]))
+                end = bisect_left(other_starts, other_starts[j] + b_target, j + 1)
+                b = (other_starts[j], other_starts[min(end, len(other_starts) - 1)])
+                # The sentences of this chunk that B did not use go back.
+                first += a_end
+            a, b = _truncate_pair(a, b, self.max_tokens, rng)
+            if a[1] > a[0] and b[1] > b[0]:
+                yield (
+                    ids[a[0] : a[1]],
+                    b_ids[b[0] : b[1]],
+                    (IS_NEXT if is_next else NOT_NEXT),
+                )
+            elif a[1] > a[0] and other is None and not pool and not recent:
+                yield ids[a[0] : a[1]], _EMPTY, IS_NEXT  # a one-document corpus
+            target = new_target()
 
 
 def _tokenized_documents(
@@ -251,16 +308,24 @@ def _tokenized_documents(
     def tokenize(docs):
         sentences = [s for doc in docs for s in doc]
         ids = tokenizer(tf.constant(sentences))
-        flat, splits = ids.flat_values.numpy().tolist(), ids.row_splits.numpy().tolist()
-        k = 0
-        for doc in docs:
-            out = []
-            for _ in doc:
-                for start in range(splits[k], splits[k + 1], max_tokens):
-                    out.append(flat[start : min(start + max_tokens, splits[k + 1])])
-                k += 1
-            if out:
-                yield out
+        flat = ids.flat_values.numpy().astype(np.int32, copy=False)
+        splits = ids.row_splits.numpy()
+        # Token starts of every sentence, a too-long sentence's pieces included, and
+        # the end: empty sentences vanish as repeated starts.
+        bounds = splits
+        long = np.flatnonzero(np.diff(splits) > max_tokens)
+        if len(long):
+            pieces = [np.arange(splits[k], splits[k + 1], max_tokens) for k in long]
+            bounds = np.concatenate([splits, *pieces])
+        bounds = np.unique(bounds)
+        doc_ends = np.cumsum([len(doc) for doc in docs])
+        edges = np.searchsorted(bounds, splits[np.concatenate([[0], doc_ends])])
+        for lo, hi in pairwise(edges.tolist()):
+            if hi > lo:
+                starts = bounds[lo : hi + 1]
+                base = int(starts[0])
+                # A copy, so that a document keeps only its own ids alive.
+                yield Document(flat[base : starts[-1]].copy(), (starts - base).tolist())
 
     def tokenized():
         pending, size = [], 0
@@ -529,7 +594,7 @@ def pretraining_dataset(
                 config.nsp,
                 config.document_pool,
             )
-            yield from builder(documents())
+            yield from builder.arrays(documents())
 
     def batches():
         # Shuffled and batched here, not by tf.data: an element per instance cost
@@ -586,13 +651,16 @@ def pretraining_dataset(
 
 
 def _flat_batch(batch: list[tuple]) -> tuple:
-    """(A ids, A lengths, B ids, B lengths, labels) of a list of instances."""
-    a_lengths = np.fromiter((len(a) for a, _, _ in batch), np.int32, len(batch))
-    b_lengths = np.fromiter((len(b) for _, b, _ in batch), np.int32, len(batch))
-    a = np.fromiter((t for a, _, _ in batch for t in a), np.int32, int(a_lengths.sum()))
-    b = np.fromiter((t for _, b, _ in batch for t in b), np.int32, int(b_lengths.sum()))
-    labels = np.fromiter((label for _, _, label in batch), np.int32, len(batch))
-    return a, a_lengths, b, b_lengths, labels
+    """(A ids, A lengths, B ids, B lengths, labels) of a list of array instances."""
+    a = [a for a, _, _ in batch]
+    b = [b for _, b, _ in batch]
+    return (
+        np.concatenate(a),
+        np.fromiter(map(len, a), np.int32, len(batch)),
+        np.concatenate(b),
+        np.fromiter(map(len, b), np.int32, len(batch)),
+        np.fromiter((label for _, _, label in batch), np.int32, len(batch)),
+    )
 
 
 def _static_shapes(batch_size: int, config: DataConfig):
