@@ -217,7 +217,7 @@ class InstanceBuilder:
 
     def _pairs(self, doc: Document, pool, recent):
         rng, ids, starts = self.rng, doc.ids, doc.starts
-        n = len(starts) - 1
+        n = len(doc)
 
         def new_target():
             # Mostly full length; sometimes shorter, so the model also sees the short
@@ -293,7 +293,7 @@ def _tokenized_documents(
     max_tokens: int,
     batch_sentences: int = 1024,
 ) -> Callable[[], Iterator]:
-    """A generator factory: tokenized documents (lists of int lists) whose
+    """A generator factory: tokenized documents (`Document`s) whose
     (file, document) key passes `select`, read from numbered `files`.
 
     A "sentence" longer than `max_tokens` (a paragraph without punctuation, a 1 MB
