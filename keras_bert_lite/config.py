@@ -142,6 +142,9 @@ class DataConfig:
 STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
 OPTIMIZERS = ("adamw", "lamb")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # Keras policies
+# A pretraining corpus whose tokenized ids fit in this many MiB is kept after its
+# first pass (`pretraining_dataset(cache_bytes=...)`); a larger one streams.
+DEFAULT_CACHE_MIB = 64
 POOLING = ("cls", "mean")  # what a classifier reads: pooled [CLS], or mean of tokens
 
 

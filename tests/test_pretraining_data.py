@@ -1,5 +1,6 @@
 """The pretraining pipeline: masking statistics, NSP pairs, packing."""
 
+import itertools
 import random
 
 import numpy as np
@@ -369,3 +370,46 @@ def test_building_a_pipeline_leaves_the_global_random_seed_alone(
     ds = pretraining_dataset(sotu_subset, sotu_tokenizer, seq_len=SEQ_LEN, seed=9)
     next(iter(ds))
     np.testing.assert_array_equal(tf.random.uniform([4]).numpy(), expected)
+
+
+def test_a_kept_corpus_is_read_once_and_streams_as_a_read_one(
+    sotu_subset, sotu_tokenizer, tmp_path
+):
+    """A corpus that fits `cache_bytes` is read and tokenized on the first pass only;
+    later passes replay the kept documents. The batches (pairs, order, masks) must
+    be those of a pipeline that reads every pass, and one over budget must stream."""
+    from keras_bert_lite.data import CorpusStats, read_documents
+
+    small = tmp_path / "twelve.txt"
+    docs = list(itertools.islice(read_documents(sotu_subset), 12))
+    small.write_text("\n\n".join("\n".join(doc) for doc in docs) + "\n")
+
+    def dataset(repeat, cache_bytes, stats=None):
+        return pretraining_dataset(
+            str(small),
+            sotu_tokenizer,
+            seq_len=64,
+            batch_size=32,
+            seed=5,
+            repeat=repeat,
+            shuffle_buffer=256,
+            cache_bytes=cache_bytes,
+            stats=stats,
+        )
+
+    per_pass = len(collect(dataset(False, 0))["token_ids"]) // 32
+    batches = 3 * per_pass + 2  # into a fourth pass
+    streams, reads = {}, {}
+    for name, budget in (("kept", 64 << 20), ("read", 0), ("over", 50_000)):
+        stats = CorpusStats()
+        streams[name] = collect(dataset(True, budget, stats), batches)
+        reads[name] = stats.documents
+    assert reads["kept"] == 12  # one pass read; the rest replayed
+    assert reads["read"] >= 36 and reads["over"] >= 36  # read on every pass
+    for name in ("kept", "over"):
+        for key, rows in streams["read"].items():
+            np.testing.assert_array_equal(streams[name][key], rows, err_msg=key)
+    # Each pass still draws its own pairs: the second pass is not the first again.
+    first = streams["kept"]["token_ids"][: 32 * per_pass]
+    second = streams["kept"]["token_ids"][32 * per_pass : 64 * per_pass]
+    assert not np.array_equal(first, second)

@@ -6,10 +6,11 @@ The stages:
 1. `read_indexed_documents` streams documents (lists of sentences) from the corpus
    files, several files interleaved, each keyed by (file, document) number.
 2. The sentences of several documents at a time are tokenized in one call of the
-   in-graph FastBertTokenizer.
+   in-graph FastBertTokenizer. A corpus whose ids fit in `cache_bytes` is read and
+   tokenized once, in its first pass, and its documents replayed after it.
 3. `InstanceBuilder` (Python, seeded `random.Random`) cuts documents into segment pairs
    the way google-research/bert's create_pretraining_data.py does, drawing NotNext
-   segments from a pool of other documents so the corpus is never held in memory.
+   segments from a pool of other documents so the corpus need never be held in memory.
 4. tf.data packs `[CLS] A [SEP] B [SEP]` and masks with tensorflow-text's
    `mask_language_model` on every pass, so each epoch sees new masks (dynamic masking),
    several batches at once.
@@ -33,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_text as text
 
-from keras_bert_lite.config import DataConfig
+from keras_bert_lite.config import DEFAULT_CACHE_MIB, DataConfig
 from keras_bert_lite.data.corpus import (
     CorpusStats,
     expand_paths,
@@ -44,6 +45,7 @@ from keras_bert_lite.errors import KblError
 from keras_bert_lite.text.tokenizer import BertTokenizer
 
 IS_NEXT, NOT_NEXT = 0, 1
+DEFAULT_CACHE_BYTES = DEFAULT_CACHE_MIB << 20
 _EMPTY = np.zeros(0, np.int32)
 
 
@@ -292,9 +294,16 @@ def _tokenized_documents(
     select,
     max_tokens: int,
     batch_sentences: int = 1024,
+    cache_bytes: int = 0,
 ) -> Callable[[], Iterator]:
     """A generator factory: tokenized documents (`Document`s) whose
     (file, document) key passes `select`, read from numbered `files`.
+
+    When every selected document of a pass fits in `cache_bytes` (ids and an
+    estimate of their Python objects), the first pass that reads them all keeps
+    them and later passes replay them without reading or tokenizing again: the
+    same documents in the same order. A larger corpus streams, read and tokenized
+    on every pass, and what was kept is dropped as soon as the budget is passed.
 
     A "sentence" longer than `max_tokens` (a paragraph without punctuation, a 1 MB
     line) is cut into consecutive pieces of at most `max_tokens`: whole, it could only
@@ -327,7 +336,7 @@ def _tokenized_documents(
                 # A copy, so that a document keeps only its own ids alive.
                 yield Document(flat[base : starts[-1]].copy(), (starts - base).tolist())
 
-    def tokenized():
+    def read():
         pending, size = [], 0
         for key, doc in read_indexed_documents(files, fmt, stats):
             if not select(key):
@@ -340,7 +349,34 @@ def _tokenized_documents(
         if pending:
             yield from tokenize(pending)
 
+    kept: list[Document] | None = None  # the corpus's documents, once kept whole
+    streams = cache_bytes <= 0  # True once the corpus is known not to fit
+
+    def tokenized():
+        nonlocal kept, streams
+        if kept is not None:
+            yield from kept
+            return
+        keeping: list[Document] | None = None if streams else []
+        room = cache_bytes
+        for doc in read():
+            if keeping is not None:
+                room -= _held_bytes(doc)
+                if room < 0:  # too large: drop what was kept, stream every pass
+                    keeping, streams = None, True
+                else:
+                    keeping.append(doc)
+            yield doc
+        if keeping is not None:  # a whole pass, read to its end
+            kept = keeping
+
     return tokenized
+
+
+def _held_bytes(doc: Document) -> int:
+    """About what keeping `doc` costs: its ids plus its Python objects (the
+    Document, the array header, the list of starts and their ints)."""
+    return doc.ids.nbytes + 40 * len(doc.starts) + 300
 
 
 class _SeededSelector(text.RandomItemSelector):
@@ -536,6 +572,7 @@ def pretraining_dataset(
     stats: CorpusStats | None = None,
     resume_pass: int = 0,
     shard: tuple[int, int] | None = None,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
 ) -> tf.data.Dataset:
     """A tf.data pipeline from raw corpus files to masked pretraining batches.
 
@@ -557,7 +594,8 @@ def pretraining_dataset(
         shuffle_buffer: instances shuffled together (0 keeps corpus order).
         drop_remainder: static batch size (for XLA and TPUs).
         corpus_format: see `read_documents`.
-        stats: counts to update while reading.
+        stats: counts to update while reading (a kept corpus is read, and
+            counted, once).
         resume_pass: the pass over the corpus to start at: a resumed run that
             cannot replay its stream (`training.pretrain`) gets fresh pairs and
             masks from there instead of repeating the first ones
@@ -565,6 +603,11 @@ def pretraining_dataset(
         shard: (index, count): read only every count-th file from the index-th, as
             worker `index` of `count` does; pairs and masks are drawn from seeds of
             their own, and the held-out split is the same as for the whole corpus.
+        cache_bytes: a corpus (the split's documents) whose tokenized ids fit in
+            this many bytes is read and tokenized once and kept for later passes
+            (64 MiB, about 16M word pieces, by default; 0 reads every pass). A
+            larger one streams: memory does not grow with the corpus. The stream
+            is the same either way.
     """
     config = config or DataConfig(seq_len=seq_len, nsp=nsp)
     select = _selector(split, config.held_out, seed)
@@ -578,6 +621,7 @@ def pretraining_dataset(
         stats,
         select,
         text_room(config.seq_len, config.nsp),
+        cache_bytes=cache_bytes,
     )
     # A worker's share draws from seeds of its own (the whole corpus keeps the
     # plain seed, so one process reproduces the runs made before sharding).
