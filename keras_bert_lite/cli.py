@@ -13,7 +13,7 @@ import shutil
 import sys
 import time
 
-from keras_bert_lite.config import POOLING, PRECISIONS, STRATEGIES
+from keras_bert_lite.config import DEFAULT_CACHE_MIB, POOLING, PRECISIONS, STRATEGIES
 from keras_bert_lite.errors import KblError
 
 
@@ -39,16 +39,24 @@ def _quiet_tensorflow() -> None:
         os.close(devnull)
 
 
-def _positive_int(text: str) -> int:
+def _whole_number(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected a whole number, got '{text}'"
         ) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _whole_number(text, 1)
+
+
+def _non_negative_int(text: str) -> int:
+    return _whole_number(text, 0)
 
 
 def _add_training_options(p: argparse.ArgumentParser, pretraining: bool) -> None:
@@ -302,6 +310,7 @@ def _cmd_pretrain(args) -> dict:
         until=args.until,
         init=args.init,
         tpu=args.tpu,
+        cache_mib=args.cache_mib,
         **options,
     )
     return {
@@ -694,6 +703,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         help="stop at this step of the --steps schedule (a checkpoint step) and "
         "write the weights; --resume continues the schedule (a phase of a run)",
+    )
+    p.add_argument(
+        "--cache-mib",
+        type=_non_negative_int,
+        default=DEFAULT_CACHE_MIB,
+        help="a corpus whose tokenized ids fit in this many MiB is read and "
+        "tokenized once and kept in memory for later passes; a larger one streams "
+        f"(default {DEFAULT_CACHE_MIB}; 0: always stream). Speed and memory only: "
+        "the data stream is the same",
     )
     p.add_argument(
         "--json",

@@ -26,11 +26,14 @@ def kbl(*args, cwd=None):
 def refused(capsys, *args) -> str:
     """kbl in this process, for a command refused before it trains (a fresh
     interpreter costs ~7 s of TensorFlow start-up): asserts exit status 2 and
-    returns what it printed to stderr."""
+    returns what it printed to stderr. argparse's own refusals count too."""
     from keras_bert_lite import cli
 
     capsys.readouterr()
-    status = cli.main(list(args))
+    try:
+        status = cli.main(list(args))
+    except SystemExit as exit:  # argparse refuses a malformed value this way
+        status = exit.code
     err = capsys.readouterr().err
     assert status == 2, err
     return err
@@ -358,3 +361,38 @@ def test_given_options_are_those_on_the_command_line(argv, given):
     from keras_bert_lite.cli import _given_options
 
     assert _given_options(argv) == given
+
+
+def test_cache_mib_reaches_the_pipeline_and_is_checked(
+    capsys, monkeypatch, corpus, tmp_path
+):
+    """`--cache-mib` is what the training pipeline is built with (in bytes), and a
+    negative value is refused by the command line and by `training.pretrain`."""
+    from keras_bert_lite import cli
+    from keras_bert_lite.data import pretraining
+    from keras_bert_lite.errors import KblError
+    from keras_bert_lite.training import pretrain
+
+    built = []
+
+    class Built(Exception):
+        pass
+
+    def spy(*args, **kwargs):
+        built.append(kwargs["cache_bytes"])
+        raise Built
+
+    monkeypatch.setattr(pretraining, "pretraining_dataset", spy)
+    argv = ["pretrain", "--corpus", corpus, "--model", "tiny", "--vocab-size",
+            "200", "--steps", "1"]  # fmt: skip
+    for out, extra, expected in (
+        ("r1", [], 64 << 20),
+        ("r2", ["--cache-mib", "5"], 5 << 20),
+    ):
+        with pytest.raises(Built):
+            cli.main([*argv, "--out", str(tmp_path / out), *extra])
+        assert built.pop() == expected
+    argv += ["--out", str(tmp_path / "r3")]
+    assert "at least 0, got -1" in refused(capsys, *argv, "--cache-mib", "-1")
+    with pytest.raises(KblError, match="cache_mib"):
+        pretrain(corpus, str(tmp_path / "s"), cache_mib=-1)

@@ -10,7 +10,13 @@ import time
 from collections.abc import Callable, Sequence
 
 from keras_bert_lite import run as run_dir
-from keras_bert_lite.config import CONFIG_VERSION, BertConfig, DataConfig, TrainConfig
+from keras_bert_lite.config import (
+    CONFIG_VERSION,
+    DEFAULT_CACHE_MIB,
+    BertConfig,
+    DataConfig,
+    TrainConfig,
+)
 from keras_bert_lite.errors import KblError
 from keras_bert_lite.io import atomic_path, remove_temporaries, write_json
 
@@ -115,6 +121,7 @@ def pretrain(
     tpu: str | None = None,
     log: Callable[[str], None] = print,
     verbose: int | str = "auto",
+    cache_mib: int = DEFAULT_CACHE_MIB,
     **options,
 ) -> PretrainResult:
     """Pretrains a BERT with `model.fit` and writes a run directory.
@@ -152,6 +159,10 @@ def pretrain(
         tpu: the TPU to connect to with strategy "tpu" (None: the local one).
         log: where progress lines go.
         verbose: Keras progress display (1 bar, 2 one line per epoch, "auto").
+        cache_mib: a corpus whose tokenized ids fit in this many MiB is read and
+            tokenized once and kept in memory for later passes; a larger one
+            streams (0: always). It changes speed and memory only, never the
+            stream, so a resumed run may give another.
         **options: any field of `DataConfig` or `TrainConfig` (seq_len, nsp,
             whole_word_mask, batch_size, steps, epochs, learning_rate, precision,
             strategy, optimizer, accumulation, seed...).
@@ -160,6 +171,8 @@ def pretrain(
         A `PretrainResult`.
     """
     started = time.time()
+    if isinstance(cache_mib, bool) or not isinstance(cache_mib, int) or cache_mib < 0:
+        raise KblError(f"cache_mib must be a whole number >= 0, got {cache_mib!r}")
     config_path = os.path.join(out, run_dir.CONFIG)
     if resume:
         if not os.path.exists(config_path):
@@ -503,6 +516,7 @@ def pretrain(
             corpus_format=corpus_format,
             resume_pass=fresh_from if repeat else 0,
             shard=shard,
+            cache_bytes=cache_mib << 20,
         )
 
     if shard_by_file:
