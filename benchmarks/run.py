@@ -37,14 +37,18 @@ def goals(reports: dict[str, Any]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     data = reports.get("data_pipeline") or {}
     ratios = data.get("ratios", {})
-    for peer, goal in (("huggingface", 2.0), ("keras_hub", 1.3)):
-        rows.append(
-            {
-                "benchmark": "data pipeline (real tokens/s, NSP pairs included)",
-                "what": f"ours / {peer}",
-                **_ratio(ratios.get(f"ours_vs_{peer}"), goal),
-            }
-        )
+    for ours, kind in (
+        ("ours", "data pipeline (real tokens/s, NSP pairs included)"),
+        ("ours_streamed", "data pipeline, corpus over the cache budget (streamed)"),
+    ):
+        for peer, goal in (("huggingface", 2.0), ("keras_hub", 1.3)):
+            rows.append(
+                {
+                    "benchmark": kind,
+                    "what": f"{ours} / {peer}",
+                    **_ratio(ratios.get(f"{ours}_vs_{peer}"), goal),
+                }
+            )
     train = reports.get("pretrain_throughput") or {}
     ours_data = data.get("results", {}).get("ours", {}).get("tokens_per_second")
     best = train.get("best", {})
