@@ -21,9 +21,13 @@ def _quiet_tensorflow() -> None:
     """Imports TensorFlow with its C++ start-up chatter kept off the terminal.
 
     On machines without a GPU it probes CUDA and logs errors that no environment
-    variable silences; they bury the progress lines users need. `--debug` skips this.
+    variable silences; they bury the progress lines users need. Later C++ log lines
+    are off too (level 3): at ERROR level TensorFlow logs conditions it recovers
+    from (oneDNN falling back to Eigen for int32 ops on some CPUs), and a real
+    failure reaches the user as the Python exception's one line. `--debug` skips
+    this and shows everything.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
@@ -627,7 +631,9 @@ def _wrapped_kbl_error(error: BaseException) -> str | None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="kbl", description="Train your own BERT and ship it.")
     parser.add_argument(
-        "--debug", action="store_true", help="show the full traceback on errors"
+        "--debug",
+        action="store_true",
+        help="show the full traceback on errors and TensorFlow's C++ log",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
