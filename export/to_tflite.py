@@ -40,6 +40,7 @@ from keras_bert_lite.errors import KblError
 from keras_bert_lite.export import manifest
 from keras_bert_lite.export.signatures import ID_INPUTS, ids_call, with_parameters
 from keras_bert_lite.export.source import ExportSource, as_source
+from keras_bert_lite.native_log import native_stderr
 
 QUANTIZE = ("none", "float16", "dynamic", "int8")
 CALIBRATION_SIZE = 200  # representative records for full int8
@@ -286,7 +287,7 @@ def convert(
             tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS
         )
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), native_stderr():
             # int8 calibration runs TF's own (deprecated) tf.lite.Interpreter.
             warnings.filterwarnings("ignore", "(?s).*tf.lite.Interpreter is deprecated")
             flatbuffer = converter.convert()
@@ -318,11 +319,12 @@ def _check_runs(flatbuffer: bytes, source: ExportSource, ids_only: bool, quantiz
             for name in source.text_inputs
         }
     try:
-        runner = InterpreterWithCustomOps(
-            custom_op_registerers=tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS,
-            model_content=flatbuffer,
-        ).get_signature_runner()
-        outputs = runner(**inputs)
+        with native_stderr():  # the first run builds the CPU delegate, and says so
+            runner = InterpreterWithCustomOps(
+                custom_op_registerers=tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS,
+                model_content=flatbuffer,
+            ).get_signature_runner()
+            outputs = runner(**inputs)
     except (RuntimeError, ValueError) as e:
         raise KblError(
             f"{source.run}: the converted TFLite model ({quantize}) does not run in "
@@ -401,10 +403,15 @@ def interpreter(path: str, num_threads: int | None = None):
     if not os.path.exists(path):
         raise KblError(f"{path}: file not found")
     try:
-        return InterpreterWithCustomOps(
-            custom_op_registerers=tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS,
-            model_path=path,
-            num_threads=num_threads,
-        )
-    except ValueError as e:
+        with native_stderr():
+            loaded = InterpreterWithCustomOps(
+                custom_op_registerers=tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS,
+                model_path=path,
+                num_threads=num_threads,
+            )
+            # Allocating builds the CPU delegate (and prints that it did): here,
+            # rather than in the caller's first, perhaps timed, run.
+            loaded.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
         raise KblError(f"{path}: LiteRT cannot load it ({e})") from None
+    return loaded

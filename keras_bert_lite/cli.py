@@ -29,18 +29,13 @@ def _quiet_tensorflow() -> None:
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
+    from keras_bert_lite.native_log import EVERYTHING, native_stderr
+
+    with native_stderr(EVERYTHING):
         import tensorflow as tf
         import tensorflow_text  # noqa: F401 - registers the ops
 
         tf.config.list_physical_devices()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def _whole_number(text: str, least: int) -> int:
