@@ -808,7 +808,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-train",
         type=_positive_int,
-        help="train on a seeded random sample of this many records (default: all)",
+        help="train on a seeded random sample of this many records (default: all); "
+        "the labels are still the whole training file's",
     )
     _add_training_options(p, pretraining=False)
     p.add_argument(

@@ -228,6 +228,55 @@ def _fine_tune_classifier(task_data, vocab, run, **options):
     )
 
 
+def test_a_sample_that_misses_a_rare_tag_keeps_the_training_files_labels(
+    vocab, tmp_path
+):
+    """--max-train samples records, not the label set: a tag that occurs once in
+    the training file, outside the sample, is still one the model has an output
+    for, and dev records that carry it are scored rather than refused. A tag that
+    is nowhere in the training file is refused, naming the file and line."""
+    from keras_bert_lite.data import tasks
+    from keras_bert_lite.errors import KblError
+    from keras_bert_lite.training.finetune import evaluate, finetune
+
+    sentences = [f"Anna went to Rome on day {k} ." for k in range(8)]
+    chosen = set(tasks.sample_records(range(8), 4, seed=0))
+    rare = min(set(range(8)) - chosen)  # a record the sample leaves out
+    lines = []
+    for k, sentence in enumerate(sentences):
+        for i, word in enumerate(sentence.split()):
+            tag = {0: "B-PER", 3: "B-LOC"}.get(i, "O")
+            if k == rare and i == 6:
+                tag = "B-DAY"
+            lines.append(f"{word}\t{tag}")
+        lines.append("")
+    train = tmp_path / "train.conll"
+    train.write_text("\n".join(lines) + "\n")
+    dev = tmp_path / "dev.conll"
+    dev.write_text("Bo\tB-PER\nleft\tO\non\tO\n3\tB-DAY\n")
+    run = tmp_path / "run"
+    tiny = dict(init="random", model="tiny", vocab=vocab, seq_len=16, seed=0)
+    tiny.update(verbose=0, log=lambda s: None)  # seed 0: the sample drawn above
+    train, dev = str(train), str(dev)
+    finetune("tag", train, dev, str(run), batch_size=4, epochs=1, max_train=4, **tiny)
+    assert tasks.read_labels(str(run / "labels.txt")) == [
+        "B-DAY",
+        "B-LOC",
+        "B-PER",
+        "O",
+    ]
+    # A tag that is nowhere in the training file: refused, naming its line, both
+    # as a dev file for fine-tuning and as a file to evaluate on.
+    bad = tmp_path / "bad.conll"
+    bad.write_text("Bo\tB-PER\n\nleft\tO\non\tB-TIME\n")
+    with pytest.raises(KblError, match=r"bad.conll:4: label 'B-TIME' is not one"):
+        evaluate(str(run), str(bad))
+    with pytest.raises(
+        KblError, match=r"bad.conll:4: tag 'B-TIME' does not occur in .*train.conll;"
+    ):
+        finetune("tag", train, str(bad), str(tmp_path / "refused"), **tiny)
+
+
 @pytest.fixture(scope="module")
 def classifier_run(task_data, vocab, tmp_path_factory) -> str:
     """A tiny classifier fine-tuned for one epoch (dropout 0.1 in the encoder)."""

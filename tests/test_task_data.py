@@ -496,9 +496,17 @@ def test_labels_round_trip_and_unknown_labels_name_file_and_line(tmp_path):
         "knows",
     ):
         check_labels(records, read_labels(labels_path), path)
-    sentences = [(["a"], ["O"]), (["b", "c"], ["O", "B-X"])]
-    with pytest.raises(KblError, match=r"ner.conll:2: label 'B-X'"):
-        check_labels(sentences, ["O"], "ner.conll")
+    # CoNLL: the line of the word whose tag is unknown, past blank lines and
+    # -DOCSTART-; sentences still unpack and compare as (words, tags) pairs.
+    conll = write(tmp_path, "ner.conll", "-DOCSTART-\n\na\tO\n\n\nb\tO\nc\tB-X\n")
+    sentences = read_conll(conll)
+    assert sentences == [(["a"], ["O"]), (["b", "c"], ["O", "B-X"])]
+    assert [s.lines for s in sentences] == [[3], [6, 7]]
+    with pytest.raises(KblError, match=r"ner.conll:7: label 'B-X'"):
+        check_labels(sentences, ["O"], conll)
+    # Built in memory, a sentence has no lines: its number stands in.
+    with pytest.raises(KblError, match=r"mem:2: label 'B-X'"):
+        check_labels([(["a"], ["O"]), (["b", "c"], ["O", "B-X"])], ["O"], "mem")
 
 
 def test_constrained_viterbi_never_puts_i_after_o_or_another_type():

@@ -342,7 +342,8 @@ def finetune(
         patience: stop after this many epochs without a better dev score.
         doc_stride, max_query_len: QA windowing.
         max_train: train on a seeded random sample of this many training records
-            (all of them when None), for budgets and learning curves.
+            (all of them when None), for budgets and learning curves; the labels
+            are those of the whole training file.
         dropout: before the task head.
         backbone_dropout: the encoder's dropout while fine-tuning; None keeps the
             model's (a run pretrained without dropout, as short CPU budgets favour,
@@ -423,19 +424,28 @@ def finetune(
     train_records, dev_records = _read(task, train), _read(task, dev)
     if not train_records:
         raise KblError(f"{train}: no records")
-    train_records = tasks.sample_records(train_records, max_train, seed)
+    # The task's labels are the training file's, sampled or not: a --max-train
+    # sample that happens to miss a rare tag still gives the model an output for it
+    # (and dev records that carry it are scored, not refused).
     labels = _labels(task, train_records)
     kind = _label_kind(train_records) if task == "classify" else "single"
+    train_records = tasks.sample_records(train_records, max_train, seed)
     if kind == "regression":
         labels = []
     elif task == "classify":
         tasks.check_labels(dev_records, labels, dev)
     elif task == "tag":
-        unknown = sorted({t for _, tags in dev_records for t in tags} - set(labels))
-        if unknown:
+        found = tasks.first_unknown_label(dev_records, labels)
+        if found is not None:
+            line, tag = found
+            others = sorted(
+                {t for _, tags in dev_records for t in tags} - {*labels, tag}
+            )
+            also = f" (nor do {', '.join(others)})" if others else ""
             raise KblError(
-                f"{dev}: tag(s) {', '.join(unknown)} do not occur in {train}; "
-                "the model cannot learn them"
+                f"{dev}:{line}: tag {tag!r} does not occur in {train}{also}; the "
+                "model cannot learn it: fix the tag, or add training sentences "
+                "that carry it"
             )
     options = {
         "seq_len": seq_len,
@@ -636,7 +646,8 @@ def finetune(
         rate = f"{learning_rate:g}"
     log(
         f"fine-tuning ({model.count_params():,} parameters) for up to {epochs} "
-        f"epochs of {steps_per_epoch} steps, learning rate {rate}, "
+        f"epoch{'s' if epochs != 1 else ''} of {steps_per_epoch} steps, "
+        f"learning rate {rate}, "
         f"precision {precision}, XLA {xla}, {describe(distribution, workers)} -> {out}"
     )
     if initial_epoch < epochs and not best["stopped"]:
@@ -745,7 +756,7 @@ def evaluate(run: str, data: str, batch_size: int = 64) -> dict:
         else []
     )
     records = _read(task, data)
-    if task == "classify" and labels:
+    if labels:
         tasks.check_labels(records, labels, data)
     encoded = _encode(task, records, tokenizer, labels, config["task_options"])
     metrics, _ = score(task, model, encoded, labels, config["task_options"], batch_size)

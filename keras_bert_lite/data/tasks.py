@@ -227,21 +227,32 @@ def read_classification(path: str, require_labels: bool = True) -> list[dict[str
 # === Token classification (CoNLL) ===
 
 
-def read_conll(path: str) -> list[tuple[list[str], list[str]]]:
+class TaggedSentence(tuple):
+    """A CoNLL sentence: the pair (words, tags), unpacked and compared as one, with
+    `lines`, the file line of each word, for errors to name."""
+
+    def __new__(cls, words: list[str], tags: list[str], lines: list[int]):
+        sentence = super().__new__(cls, (words, tags))
+        sentence.lines = lines
+        return sentence
+
+
+def read_conll(path: str) -> list[TaggedSentence]:
     """Reads `token<TAB>tag` lines (a single space also separates when a line has no
     tab), one blank line between sentences; `-DOCSTART-` lines separate too.
 
     Returns:
-        (words, tags) per sentence.
+        (words, tags) per sentence (`TaggedSentence`s, which know their lines).
     """
-    sentences: list[tuple[list[str], list[str]]] = []
+    sentences: list[TaggedSentence] = []
     words: list[str] = []
     tags: list[str] = []
+    lines: list[int] = []
     for number, line in _lines(path):
         if not line.strip() or line.startswith("-DOCSTART-"):
             if words:
-                sentences.append((words, tags))
-                words, tags = [], []
+                sentences.append(TaggedSentence(words, tags, lines))
+                words, tags, lines = [], [], []
             continue
         if "\t" in line:
             fields = line.rstrip(" \t").split("\t")
@@ -264,8 +275,9 @@ def read_conll(path: str) -> list[tuple[list[str], list[str]]]:
             )
         words.append(fields[0])
         tags.append(fields[1].strip())
+        lines.append(number)
     if words:
-        sentences.append((words, tags))
+        sentences.append(TaggedSentence(words, tags, lines))
     if not sentences:
         raise KblError(f"{path}: holds no sentences")
     return sentences
@@ -494,26 +506,35 @@ def read_labels(path: str) -> list[str]:
     return labels
 
 
-def check_labels(examples: Sequence[Any], labels: Sequence[str], path: str) -> None:
-    """Raises KblError naming `path` and the line (the record number where the record
-    does not carry its line) of the first label not in `labels`."""
+def first_unknown_label(
+    examples: Sequence[Any], labels: Sequence[str]
+) -> tuple[int, str] | None:
+    """(line, label) of the first label of `examples` not in `labels`, or None.
+
+    The line is the file's (records and `TaggedSentence`s carry theirs), else the
+    record's number."""
     known = set(labels)
     for number, example in enumerate(examples, start=1):
-        for label in _labels_of(example):
+        for k, label in enumerate(_labels_of(example)):
             if label not in known:
-                line = (
-                    example.get("line", number)
-                    if isinstance(example, Mapping)
-                    else number
-                )
-                shown = ", ".join(sorted(known)[:20]) + (
-                    " ..." if len(known) > 20 else ""
-                )
-                raise KblError(
-                    f"{path}:{line}: label {label!r} is not one the model "
-                    f"knows ({shown}); fix or drop the record, or fine-tune "
-                    "a model whose labels include it"
-                )
+                if isinstance(example, Mapping):
+                    return example.get("line", number), label
+                lines = getattr(example, "lines", None)
+                return (lines[k] if lines else number), label
+    return None
+
+
+def check_labels(examples: Sequence[Any], labels: Sequence[str], path: str) -> None:
+    """Raises KblError naming `path` and the line of the first label not in
+    `labels` (see `first_unknown_label`)."""
+    found = first_unknown_label(examples, labels)
+    if found is not None:
+        line, label = found
+        shown = ", ".join(sorted(labels)[:20]) + (" ..." if len(labels) > 20 else "")
+        raise KblError(
+            f"{path}:{line}: label {label!r} is not one the model knows ({shown}); "
+            "fix or drop the record, or fine-tune a model whose labels include it"
+        )
 
 
 def _label_ids(label_index: LabelIndex | None) -> dict[str, int]:
