@@ -305,9 +305,6 @@ def _check_runs(flatbuffer: bytes, source: ExportSource, ids_only: bool, quantiz
     `allow_custom_ops` lets the converter turn *any* op it cannot lower into a custom
     op, which then fails only on a device; running it here catches that, and NaN.
     """
-    import tensorflow_text
-    from ai_edge_litert.interpreter import InterpreterWithCustomOps
-
     if ids_only:
         row = np.zeros((1, source.seq_len), np.int32)
         row[0, :2] = (2, 3)  # [CLS] [SEP]
@@ -319,12 +316,7 @@ def _check_runs(flatbuffer: bytes, source: ExportSource, ids_only: bool, quantiz
             for name in source.text_inputs
         }
     try:
-        with native_stderr():  # the first run builds the CPU delegate, and says so
-            runner = InterpreterWithCustomOps(
-                custom_op_registerers=tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS,
-                model_content=flatbuffer,
-            ).get_signature_runner()
-            outputs = runner(**inputs)
+        outputs = _litert(model_content=flatbuffer).get_signature_runner()(**inputs)
     except (RuntimeError, ValueError) as e:
         raise KblError(
             f"{source.run}: the converted TFLite model ({quantize}) does not run in "
@@ -397,21 +389,28 @@ def tflite(
 
 def interpreter(path: str, num_threads: int | None = None):
     """A LiteRT interpreter for `path` with the tensorflow-text kernels registered."""
-    import tensorflow_text
-    from ai_edge_litert.interpreter import InterpreterWithCustomOps
-
     if not os.path.exists(path):
         raise KblError(f"{path}: file not found")
     try:
-        with native_stderr():
-            loaded = InterpreterWithCustomOps(
-                custom_op_registerers=tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS,
-                model_path=path,
-                num_threads=num_threads,
-            )
-            # Allocating builds the CPU delegate (and prints that it did): here,
-            # rather than in the caller's first, perhaps timed, run.
-            loaded.allocate_tensors()
+        return _litert(model_path=path, num_threads=num_threads)
     except (ValueError, RuntimeError) as e:
         raise KblError(f"{path}: LiteRT cannot load it ({e})") from None
+
+
+def _litert(**model):
+    """A LiteRT interpreter with the tensorflow-text kernels registered, its
+    tensors allocated: `model_path=` or `model_content=` (and `num_threads=`).
+
+    Allocating builds the CPU delegate (and prints that it did, which
+    `native_stderr` keeps off the terminal): here, rather than in the caller's
+    first, perhaps timed, run."""
+    import tensorflow_text
+    from ai_edge_litert.interpreter import InterpreterWithCustomOps
+
+    with native_stderr():
+        loaded = InterpreterWithCustomOps(
+            custom_op_registerers=tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS,
+            **model,
+        )
+        loaded.allocate_tensors()
     return loaded
