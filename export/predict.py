@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from keras_bert_lite.data import tasks
 from keras_bert_lite.errors import KblError
 from keras_bert_lite.export.manifest import read_manifest
 from keras_bert_lite.export.signatures import ID_INPUTS
@@ -101,8 +102,14 @@ def predict(
             "qa predictions need a question and a context: call the SavedModel's "
             "serving_default with `question` and `context`, or `kbl evaluate`"
         )
-    if manifest.get("pair") and pairs is None:
-        raise KblError(f"{path}: a sentence-pair model; give the second texts too")
+    if manifest.get("pair") and (pairs is None or len(pairs) != len(texts)):
+        raise KblError(
+            f"{path}: a sentence-pair model; give the second text of each (kbl "
+            "predict --text-b, once per text; or --input a JSONL/CSV/TSV file with "
+            "text_a and text_b)"
+        )
+    if pairs is not None and not manifest.get("pair"):
+        raise KblError(f"{path}: a single-text model; it takes no second texts")
     columns = [list(texts)] + ([list(pairs)] if manifest.get("pair") else [])
     if entry["inputs"] == "text":
         inputs = {
@@ -119,19 +126,32 @@ def predict(
     outputs = _runner(path, entry, manifest)(inputs)
     if task == "tag":
         return _entities(texts, outputs, labels, manifest["run"])
-    results = []
-    if manifest["label_kind"] == "regression":
-        values = np.asarray(outputs.get("value", outputs.get("probabilities")))
-        return [
-            {"text": t, "value": float(v)}
-            for t, v in zip(texts, values.reshape(-1), strict=True)
-        ]
-    for text, p in zip(texts, np.asarray(outputs["probabilities"]), strict=True):
-        ranked = sorted(zip(labels, p.tolist(), strict=True), key=lambda x: -x[1])
-        results.append(
-            {"text": text, "label": ranked[0][0], "probabilities": dict(ranked)}
-        )
-    return results
+    kind = manifest["label_kind"]
+    if kind == "regression":
+        probabilities = outputs.get("value", outputs.get("probabilities"))
+    else:
+        probabilities = outputs["probabilities"]
+    return tasks.classification_predictions(
+        texts,
+        probabilities,
+        labels,
+        kind,
+        _threshold(manifest) if kind == "multi_label" else 0.5,
+        list(pairs) if manifest.get("pair") else None,
+    )
+
+
+def _threshold(manifest: dict) -> float:
+    """A multi-label export's decision threshold: export.json's, or (exports from
+    before it was recorded there) the run's."""
+    if "threshold" in manifest:
+        return float(manifest["threshold"])
+    from keras_bert_lite import run as run_dir
+
+    if os.path.isdir(manifest["run"]):
+        options = run_dir.read_config(manifest["run"]).get("task_options") or {}
+        return float(options.get("threshold", 0.5))
+    return 0.5
 
 
 def _ids(manifest: dict, columns: list[list[str]]) -> dict[str, np.ndarray]:

@@ -78,6 +78,11 @@ class ExportSource:
             "id_inputs": ["token_ids", "segment_ids", "padding_mask"],
             "train_file": self.train_file,
             "dev_file": self.dev_file,
+            **(
+                {"threshold": float(self.options.get("threshold", 0.5))}
+                if self.label_kind == "multi_label"
+                else {}
+            ),
         }
 
 
@@ -109,7 +114,7 @@ def load_source(run: str) -> ExportSource:
     train_file, dev_file = config.get("train_file"), config.get("dev_file")
     pair = False
     if task == "classify":
-        pair = _is_pair(options, (dev_file, train_file), run)
+        pair = run_dir.classifies_pairs(run, config)
     return ExportSource(
         run=os.path.abspath(run),
         task=task,
@@ -127,24 +132,3 @@ def load_source(run: str) -> ExportSource:
 def as_source(run: str | ExportSource) -> ExportSource:
     """`run` itself when already read, else `load_source(run)`."""
     return run if isinstance(run, ExportSource) else load_source(run)
-
-
-def _is_pair(options: dict, files: tuple[str | None, ...], run: str) -> bool:
-    """Whether a classification run took text pairs.
-
-    Runs record it as task_options.pair; older runs are told apart by the first
-    record of their dev (or training) file.
-    """
-    from keras_bert_lite.data import tasks
-
-    if options.get("pair") is not None:
-        return bool(options["pair"])
-    for path in files:
-        if path and os.path.exists(path):
-            records = tasks.read_classification(path, require_labels=False)
-            return "text_a" in records[0]
-    raise KblError(
-        f"{os.path.join(run, run_dir.CONFIG)}: cannot tell whether the run "
-        "classifies single texts or pairs (no task_options.pair, and neither its "
-        "train_file nor dev_file exists)"
-    )

@@ -515,27 +515,42 @@ def _cmd_predict(args) -> dict:
     from keras_bert_lite.training.finetune import predict
 
     texts, contexts = list(args.text), None
+    pairs = list(args.text_b) if args.text_b else None
     if args.question or args.context:
         if len(args.question or []) != len(args.context or []):
             raise KblError("give one --context for every --question")
         texts, contexts = list(args.question), list(args.context)
-    if args.input and args.input.endswith(".json"):  # SQuAD: questions on contexts
+    if pairs is not None and len(pairs) != len(texts):
+        raise KblError(
+            f"give one --text-b for every text ({len(texts)} texts, "
+            f"{len(pairs)} --text-b)"
+        )
+    if args.input:
         from keras_bert_lite.data import tasks
 
-        examples = tasks.read_squad(args.input, require_answers=False)
-        texts = [e.question for e in examples]
-        contexts = [e.context for e in examples]
-    elif args.input:
-        with open(args.input, encoding="utf-8") as f:
-            texts += [line.rstrip("\n") for line in f if line.strip()]
+        if args.input.endswith(".json"):  # SQuAD: questions on contexts
+            examples = tasks.read_squad(args.input, require_answers=False)
+            texts = [e.question for e in examples]
+            contexts = [e.context for e in examples]
+        elif args.input.removesuffix(".gz").endswith((".jsonl", ".csv", ".tsv")):
+            # Task records, as fine-tuning reads them; labels are not needed.
+            records = tasks.read_classification(args.input, require_labels=False)
+            if "text_a" in records[0]:
+                texts += [r["text_a"] for r in records]
+                pairs = (pairs or []) + [r["text_b"] for r in records]
+            else:
+                texts += [r["text"] for r in records]
+        else:
+            with open(args.input, encoding="utf-8") as f:
+                texts += [line.rstrip("\n") for line in f if line.strip()]
     if not texts:
         raise KblError("nothing to predict: give TEXT arguments or --input FILE")
     if _is_export(args.model):
         from keras_bert_lite.export.predict import predict as predict_exported
 
-        results = predict_exported(args.model, texts)
+        results = predict_exported(args.model, texts, pairs=pairs)
     else:
-        results = predict(args.model, texts, contexts=contexts)
+        results = predict(args.model, texts, contexts=contexts, pairs=pairs)
     for r in results:
         print(json.dumps(r, ensure_ascii=False))
     return {"predictions": results}
@@ -835,7 +850,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("text", nargs="*", help="texts to classify or tag")
     p.add_argument(
-        "--input", help="a file with one text per line, or a SQuAD .json for QA"
+        "--text-b",
+        action="append",
+        help="sentence pairs: the second text of each TEXT (repeat it, in order)",
+    )
+    p.add_argument(
+        "--input",
+        help="a task file (.jsonl, .csv, .tsv: the fields fine-tuning reads, labels "
+        "not needed), a SQuAD .json for QA, or any other file: one text per line",
     )
     p.add_argument("--question", action="append", help="QA: a question (repeatable)")
     p.add_argument(
@@ -920,6 +942,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"kbl {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `kbl predict ... | head`: the reader has gone
+        # Python's own advice: point stdout at /dev/null, so that the flush at
+        # exit does not raise again; 141 is what a shell reports for SIGPIPE.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as e:  # a KblError TensorFlow wrapped on its way out
         message = _wrapped_kbl_error(e)
         if message is None or args.debug:

@@ -69,6 +69,27 @@ def load_tokenizer(run: str):
     return BertTokenizer.from_file(os.path.join(run, VOCAB), lowercase=lowercase)
 
 
+def classifies_pairs(run: str, config: dict) -> bool:
+    """Whether a classification run takes sentence pairs (`text_a`, `text_b`).
+
+    Runs record it as task_options.pair; runs from before that are told apart by the
+    first record of their dev (or training) file.
+    """
+    from keras_bert_lite.data import tasks
+
+    options = config.get("task_options") or {}
+    if options.get("pair") is not None:
+        return bool(options["pair"])
+    for path in (config.get("dev_file"), config.get("train_file")):
+        if path and os.path.exists(path):
+            return "text_a" in tasks.read_classification(path, require_labels=False)[0]
+    raise KblError(
+        f"{os.path.join(run, CONFIG)}: cannot tell whether the run classifies "
+        "single texts or pairs (no task_options.pair, and neither its train_file "
+        "nor dev_file exists)"
+    )
+
+
 def build_task_model(
     task: str,
     backbone,

@@ -72,7 +72,6 @@ def _write_jsonl(path, records) -> str:
 def fine_tuned_run(root) -> str:
     """A tiny classifier fine-tuned for one epoch on generated reviews."""
     from keras_bert_lite.text import learn_vocabulary
-    from keras_bert_lite.training.finetune import finetune
 
     records = _records(96, 0)
     train = _write_jsonl(root / "train.jsonl", records)
@@ -80,23 +79,29 @@ def fine_tuned_run(root) -> str:
     texts = [r["text"] for r in records]
     vocab = root / "vocab.txt"
     vocab.write_text("\n".join(learn_vocabulary(texts + AWKWARD, 300)) + "\n")
-    run = root / "run"
+    return _fine_tune_tiny(train, dev, str(root / "run"), str(vocab), seq_len=32)
+
+
+def _fine_tune_tiny(train: str, dev: str, run: str, vocab: str, seq_len: int) -> str:
+    """A tiny classifier, randomly initialised, one epoch at a high learning rate."""
+    from keras_bert_lite.training.finetune import finetune
+
     finetune(
         "classify",
         train,
         dev,
-        str(run),
+        run,
         init="random",
         model="tiny",
-        vocab=str(vocab),
-        seq_len=32,
+        vocab=vocab,
+        seq_len=seq_len,
         batch_size=16,
         epochs=1,
         learning_rate=1e-3,
         log=lambda s: None,
         verbose=0,
     )
-    return str(run)
+    return run
 
 
 def _training_ids(run: str, records: list[dict]) -> dict:
@@ -572,7 +577,8 @@ def test_every_format_on_the_sentiment_dev_set(tmp_path):
 def pair_run(exported, tmp_path_factory):
     """The fine-tuned run, turned into a sentence-pair run: its weights serve pairs
     as well, and its train and dev files now hold text_a/text_b records, which is
-    how the exporter tells a pair run (config.json has no pair flag)."""
+    how the exporter tells a pair run from before config.json's pair flag (taken
+    out here, so that the files decide)."""
     import shutil
 
     from keras_bert_lite.io import read_json, write_json
@@ -582,6 +588,7 @@ def pair_run(exported, tmp_path_factory):
     copy = root / "run"
     shutil.copytree(run, copy)
     config = read_json(str(copy / "config.json"))
+    assert config["task_options"].pop("pair") is False
     for key, n, seed in (("train_file", 32, 0), ("dev_file", 16, 1)):
         config[key] = _write_jsonl(root / f"{key}.jsonl", _records(n, seed, pair=True))
     write_json(str(copy / "config.json"), config)
@@ -605,6 +612,167 @@ def test_pair_run_packs_both_texts_like_training(pair_run, tmp_path):
     runner = _tflite_runner(tflite(pair_run, str(tmp_path)))
     got = runner(**{k: _strings(v) for k, v in texts.items()})
     np.testing.assert_array_equal(got["token_ids"], expected["token_ids"])
+
+
+def test_a_pair_run_predicts_pairs_from_the_run_the_cli_and_an_export(
+    pair_run, tmp_path, capsys
+):
+    """`predict` packs both texts as training does, wherever they come from, and a
+    pair model given single texts (or a single-text file to evaluate) is refused:
+    it used to classify text_a alone, and read --input JSONL lines as raw text."""
+    from keras_bert_lite import cli
+    from keras_bert_lite import run as run_dir
+    from keras_bert_lite.errors import KblError
+    from keras_bert_lite.export import tflite
+    from keras_bert_lite.export.predict import predict as predict_exported
+    from keras_bert_lite.training.finetune import evaluate, predict
+
+    records = _records(6, 2, pair=True)
+    firsts = [r["text_a"] for r in records]
+    seconds = [r["text_b"] for r in records]
+    model = run_dir.load(pair_run)
+    ids = _training_ids(
+        pair_run, [{k: r[k] for k in ("text_a", "text_b")} for r in records]
+    )
+    inputs = {k: ids[k] for k in ("token_ids", "segment_ids", "padding_mask")}
+    expected = np.asarray(model.predict(inputs, verbose=0)["probabilities"])
+    alone = _training_ids(pair_run, [{"text": a} for a in firsts])
+    inputs = {k: alone[k] for k in ("token_ids", "segment_ids", "padding_mask")}
+    # The tiny model barely tells the two apart, but its output does move.
+    first_alone = model.predict(inputs, verbose=0)["probabilities"]
+    assert np.abs(expected - first_alone).max() > 1e-5
+    labels = _labels(pair_run)
+
+    got = predict(pair_run, firsts, pairs=seconds)
+    assert [(r["text"], r["text_b"]) for r in got] == list(
+        zip(firsts, seconds, strict=True)
+    )
+    np.testing.assert_allclose(
+        [[r["probabilities"][name] for name in labels] for r in got],
+        expected,
+        rtol=0,
+        atol=1e-6,
+    )
+    with pytest.raises(KblError, match="classifies sentence pairs: give the second"):
+        predict(pair_run, firsts)
+
+    data = _write_jsonl(tmp_path / "pairs.jsonl", records)
+    assert cli.main(["predict", "--model", pair_run, "--input", data]) == 0
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert printed == got
+    flags = [x for b in seconds[:2] for x in ("--text-b", b)]
+    assert cli.main(["predict", "--model", pair_run, *firsts[:2], *flags]) == 0
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert printed == got[:2]
+    assert cli.main(["predict", "--model", pair_run, *firsts[:2], *flags[:2]]) == 2
+    assert "one --text-b for every text" in capsys.readouterr().err
+
+    single = _write_jsonl(tmp_path / "single.jsonl", _records(4, 3))
+    with pytest.raises(KblError, match=r"single.jsonl:1: single texts \(text\), but "):
+        evaluate(pair_run, single)
+
+    path = tflite(pair_run, str(tmp_path / "export"))
+    exported = predict_exported(path, firsts, pairs=seconds)
+    for want, row in zip(got, exported, strict=True):
+        assert row["text_b"] == want["text_b"] and row["label"] == want["label"]
+        for name, p in want["probabilities"].items():
+            assert abs(row["probabilities"][name] - p) <= 1e-4
+    with pytest.raises(KblError, match="a sentence-pair model; give the second"):
+        predict_exported(path, firsts)
+
+
+def test_predict_output_that_nobody_reads_ends_quietly(pair_run, tmp_path, capsys):
+    """`kbl predict ... | head -1`: the reader goes away; kbl exits 141, as a shell
+    reports SIGPIPE, without a BrokenPipeError traceback."""
+    from keras_bert_lite import cli
+
+    data = _write_jsonl(tmp_path / "pairs.jsonl", _records(8, 2, pair=True))
+    read, write = os.pipe()
+    os.close(read)
+    stdout = sys.stdout
+    sys.stdout = open(write, "w", buffering=1)  # noqa: SIM115  (closed below)
+    try:
+        code = cli.main(["predict", "--model", pair_run, "--input", data])
+    finally:
+        sys.stdout.close()
+        sys.stdout = stdout
+    assert code == 141
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def _labels(run: str) -> list[str]:
+    from keras_bert_lite.data import tasks
+
+    return tasks.read_labels(os.path.join(run, "labels.txt"))
+
+
+def _tiny_run(root, kind: str, vocab: str) -> str:
+    """A tiny multi-label or regression classifier, fine-tuned for one epoch on
+    generated reviews: labels pos/neg plus "really" where the text says it, or the
+    number of words as the value."""
+
+    def relabel(records):
+        for r in records:
+            if kind == "multi_label":
+                good = r["label"] == "pos"
+                r["label"] = [r["label"]] + (
+                    ["really"] if "really" in r["text"] else []
+                )
+                if not good and len(r["text"]) % 3 == 0:
+                    r["label"] = []  # a record may carry no label at all
+            else:
+                r["label"] = len(r["text"].split()) / 2.0
+        return records
+
+    root.mkdir()
+    train = _write_jsonl(root / "train.jsonl", relabel(_records(64, 0)))
+    dev = _write_jsonl(root / "dev.jsonl", relabel(_records(24, 1)))
+    return _fine_tune_tiny(train, dev, str(root / "run"), vocab, seq_len=16)
+
+
+def test_multi_label_and_regression_predictions_from_the_run_and_an_export(
+    exported, tmp_path
+):
+    """Multi-label predictions are the labels at or over the threshold tuned on
+    dev (recorded in export.json too), not the most probable one; regression ones
+    a value; an exported file gives what the run gives."""
+    from keras_bert_lite.export import tflite
+    from keras_bert_lite.export.predict import predict as predict_exported
+    from keras_bert_lite.io import read_json, write_json
+    from keras_bert_lite.training.finetune import predict
+
+    run, _ = exported
+    texts = [r["text"] for r in _records(8, 5)] + AWKWARD[3:5]
+    vocab = os.path.join(run, "vocab.txt")
+
+    multi = _tiny_run(tmp_path / "multi", "multi_label", vocab)
+    assert _labels(multi) == ["neg", "pos", "really"]
+    probabilities = [r["probabilities"] for r in predict(multi, texts)]
+    # A threshold between the predictions, so that the label sets differ by text.
+    threshold = float(np.median([p for row in probabilities for p in row.values()]))
+    config = read_json(os.path.join(multi, "config.json"))
+    config["task_options"]["threshold"] = threshold
+    write_json(os.path.join(multi, "config.json"), config)
+    got = predict(multi, texts)
+    for row, p in zip(got, probabilities, strict=True):
+        assert "label" not in row
+        assert row["labels"] == [
+            name for name in sorted(p, key=p.get, reverse=True) if p[name] >= threshold
+        ]
+    assert len({tuple(row["labels"]) for row in got}) > 1
+    path = tflite(multi, str(tmp_path / "multi-export"))
+    manifest = read_json(str(tmp_path / "multi-export" / "export.json"))
+    assert manifest["threshold"] == threshold
+    for want, row in zip(got, predict_exported(path, texts), strict=True):
+        close = all(abs(p - threshold) > 1e-4 for p in want["probabilities"].values())
+        assert row["labels"] == want["labels"] or not close
+
+    regression = _tiny_run(tmp_path / "regression", "regression", vocab)
+    values = [r["value"] for r in predict(regression, texts)]
+    assert all(isinstance(v, float) for v in values) and len(set(values)) > 1
+    path = tflite(regression, str(tmp_path / "regression-export"))
+    exported_values = [r["value"] for r in predict_exported(path, texts)]
+    np.testing.assert_allclose(exported_values, values, atol=1e-4)
 
 
 def test_cli_errors_name_the_export_directory(tmp_path, capsys):

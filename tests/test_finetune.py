@@ -547,14 +547,34 @@ def test_pooling_is_refused_outside_classification(task_data, vocab, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_unknown_dev_label_is_an_error_naming_the_file(task_data, vocab, tmp_path):
+@pytest.mark.parametrize(
+    "train_task, dev_lines, match",
+    [
+        (
+            "classify",
+            ['{"text": "ok", "label": "none"}', '{"text": "o", "label": "meh"}'],
+            "dev.jsonl:2: label 'meh' is not one the model knows",
+        ),
+        # Pairs in training, single texts in dev: the dev set used to be packed as
+        # one segment each and scored, silently, on inputs the model never saw.
+        (
+            "pair",
+            ['{"text": "ok", "label": "none"}'],
+            r"dev.jsonl:1: single texts \(text\), but .*pair.* holds sentence "
+            r"pairs \(text_a, text_b\)",
+        ),
+    ],
+)
+def test_a_dev_file_the_model_cannot_score_is_an_error_naming_the_file(
+    train_task, dev_lines, match, task_data, vocab, tmp_path
+):
     from keras_bert_lite.errors import KblError
     from keras_bert_lite.training.finetune import finetune
 
-    train, _ = task_data["classify"]
+    train, _ = task_data[train_task]
     dev = tmp_path / "dev.jsonl"
-    dev.write_text('{"text": "ok", "label": "none"}\n{"text": "o", "label": "meh"}\n')
-    with pytest.raises(KblError, match="dev.jsonl"):
+    dev.write_text("".join(line + "\n" for line in dev_lines))
+    with pytest.raises(KblError, match=match):
         finetune(
             "classify",
             train,

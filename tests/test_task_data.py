@@ -11,6 +11,7 @@ from keras_bert_lite.data.tasks import (
     QAExample,
     QAStats,
     check_labels,
+    classification_predictions,
     collect_labels,
     decode_squad,
     detect_scheme,
@@ -174,6 +175,28 @@ def test_pairs_are_truncated_longest_first_from_the_end(tokenizer):
     ]
     assert f["padding_mask"].min() == 1
     assert f["labels"].tolist() == [0, 1, 0]
+
+
+def test_classification_predictions_by_hand():
+    p = np.array([[0.2, 0.7, 0.1], [0.3, 0.3, 0.4]])
+    single = classification_predictions(["x", "y"], p, ["a", "b", "c"])
+    assert [r["label"] for r in single] == ["b", "c"]
+    assert list(single[0]["probabilities"]) == ["b", "a", "c"]  # most probable first
+    # Multi-label: at or over the threshold, most probable first; none is a set too.
+    multi = classification_predictions(
+        ["x", "y"], p, ["a", "b", "c"], "multi_label", 0.2, pairs=["u", "v"]
+    )
+    assert [(r["text"], r["text_b"], r["labels"]) for r in multi] == [
+        ("x", "u", ["b", "a"]),
+        ("y", "v", ["c", "a", "b"]),
+    ]
+    assert "label" not in multi[0]
+    none = classification_predictions(["x"], p[:1], ["a", "b", "c"], "multi_label", 0.8)
+    assert none[0]["labels"] == []
+    values = classification_predictions(
+        ["x", "y"], np.array([[1.5], [-2.0]]), [], "regression"
+    )
+    assert values == [{"text": "x", "value": 1.5}, {"text": "y", "value": -2.0}]
 
 
 def test_single_texts_regression_and_multi_label(tokenizer):

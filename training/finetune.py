@@ -458,6 +458,8 @@ def finetune(
         options["crf"] = bool(crf)
     elif task == "classify":
         options["pooling"] = pooling
+        options["pair"] = "text_a" in train_records[0]
+        _check_pairs(dev_records, options["pair"], dev, f"{train} holds")
     log(
         f"{task}: {len(train_records)} training and {len(dev_records)} dev records"
         + (f", {len(labels)} labels" if labels else "")
@@ -724,6 +726,8 @@ def _check_same_run(recorded: dict, config: dict, path: str) -> None:
         }
         if section == "task_options" and config["task"] == "classify":
             theirs.setdefault("pooling", "cls")  # runs from before --pooling
+            # Runs from before the pair flag: the same train_file (checked above).
+            theirs.setdefault("pair", mine.get("pair"))
         if mine != theirs:
             fields = "; ".join(
                 f"{key}: {theirs.get(key)!r} in the run, {mine.get(key)!r} given"
@@ -734,6 +738,19 @@ def _check_same_run(recorded: dict, config: dict, path: str) -> None:
                 f"{path}: the run's {section} differs from these arguments "
                 f"({fields}); resume it with the arguments it started with"
             )
+
+
+def _check_pairs(records: list[dict], pair: bool, path: str, whose: str) -> None:
+    """Raises KblError when `path`'s records are pairs and the model's are single
+    texts, or the other way round (`whose`: "RUN classifies", "TRAIN holds")."""
+    if records and ("text_a" in records[0]) != pair:
+        theirs, mine = "sentence pairs (text_a, text_b)", "single texts (text)"
+        if pair:
+            theirs, mine = mine, theirs
+        raise KblError(
+            f"{path}:{records[0].get('line', 1)}: {theirs}, but {whose} {mine}; "
+            "give the file the fields the model was trained on"
+        )
 
 
 def _task_of(run: str) -> tuple[dict, str]:
@@ -756,6 +773,10 @@ def evaluate(run: str, data: str, batch_size: int = 64) -> dict:
         else []
     )
     records = _read(task, data)
+    if task == "classify":
+        _check_pairs(
+            records, run_dir.classifies_pairs(run, config), data, f"{run} classifies"
+        )
     if labels:
         tasks.check_labels(records, labels, data)
     encoded = _encode(task, records, tokenizer, labels, config["task_options"])
@@ -768,38 +789,51 @@ def predict(
     texts: Sequence[str],
     batch_size: int = 64,
     contexts: Sequence[str] | None = None,
+    pairs: Sequence[str] | None = None,
 ) -> list[dict]:
-    """Predictions on raw text: labels with probabilities, entities with character
-    offsets, or (QA: `texts` are questions, each on its `contexts` entry) answers with
-    character offsets into the context ("" and -1 when the model finds none)."""
+    """Predictions on raw text: labels with probabilities (multi-label: the labels
+    at or over the threshold tuned on dev; see `tasks.classification_predictions`),
+    entities with character offsets, or (QA: `texts` are questions, each on its
+    `contexts` entry) answers with character offsets into the context ("" and -1
+    when the model finds none). `pairs`: the second text of each of `texts`, for a
+    sentence-pair classifier."""
     from keras_bert_lite.data import tasks
 
     config, task = _task_of(run)
+    options = config["task_options"]
+    pair = task == "classify" and run_dir.classifies_pairs(run, config)
+    if pair and (pairs is None or len(pairs) != len(texts)):
+        raise KblError(
+            f"{run} classifies sentence pairs: give the second text of each "
+            "(kbl predict --text-b, once per text; or --input a JSONL/CSV/TSV file "
+            "with text_a and text_b)"
+        )
+    if pairs is not None and not pair:
+        what = "classifies single texts" if task == "classify" else f"is a {task} run"
+        raise KblError(f"{run} {what}: it takes no second texts (--text-b, text_b)")
     model = run_dir.load(run)
     tokenizer = run_dir.load_tokenizer(run)
-    options = config["task_options"]
     labels = (
         tasks.read_labels(os.path.join(run, "labels.txt"))
         if options.get("num_labels")
         else []
     )
     if task == "classify":
-        records = [{"text": t} for t in texts]
+        records = (
+            [{"text_a": a, "text_b": b} for a, b in zip(texts, pairs, strict=True)]
+            if pair
+            else [{"text": t} for t in texts]
+        )
         encoded = tasks.encode_classification(records, tokenizer, options["seq_len"])
         inputs = {k: encoded[k] for k in ("token_ids", "segment_ids", "padding_mask")}
-        probabilities = np.asarray(
-            _predict_outputs(model, inputs, batch_size)["probabilities"]
+        return tasks.classification_predictions(
+            texts,
+            _predict_outputs(model, inputs, batch_size)["probabilities"],
+            labels,
+            options.get("label_kind", "single"),
+            float(options.get("threshold", 0.5)),
+            pairs if pair else None,
         )
-        results = []
-        for text, p in zip(texts, probabilities, strict=True):
-            if options.get("label_kind") == "regression":
-                results.append({"text": text, "value": float(p)})
-                continue
-            ranked = sorted(zip(labels, p.tolist(), strict=True), key=lambda x: -x[1])
-            results.append(
-                {"text": text, "label": ranked[0][0], "probabilities": dict(ranked)}
-            )
-        return results
     if task == "tag":
         from keras_bert_lite.training.metrics import extract_entities
 

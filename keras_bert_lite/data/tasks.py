@@ -719,6 +719,53 @@ def encode_classification(
     return features
 
 
+def classification_predictions(
+    texts: Sequence[str],
+    probabilities: np.ndarray,
+    labels: Sequence[str],
+    kind: str = "single",
+    threshold: float = 0.5,
+    pairs: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """What `kbl predict` gives for each text of a classifier.
+
+    Args:
+        texts: the texts (the first of each pair).
+        probabilities: the model's `probabilities`, [N, K] ([N] or [N, 1] for
+            regression).
+        labels: the label names, id = position.
+        kind: "single", "multi_label" or "regression".
+        threshold: multi-label: the decision threshold tuned on dev.
+        pairs: the second texts of a sentence-pair classifier.
+
+    Returns:
+        `{"text", "label", "probabilities"}` per text, every label's probability,
+        most probable first; multi-label `"labels"` (every label at or over the
+        threshold, most probable first; may be empty) in place of `"label"`;
+        regression `{"text", "value"}`. Pairs add `"text_b"` after `"text"`.
+    """
+    probabilities = np.asarray(probabilities)
+    results = []
+    for i, text in enumerate(texts):
+        result: dict[str, Any] = {"text": text}
+        if pairs is not None:
+            result["text_b"] = pairs[i]
+        if kind == "regression":
+            result["value"] = float(probabilities[i].reshape(-1)[0])
+            results.append(result)
+            continue
+        ranked = sorted(
+            zip(labels, probabilities[i].tolist(), strict=True), key=lambda x: -x[1]
+        )
+        if kind == "multi_label":
+            result["labels"] = [name for name, p in ranked if p >= threshold]
+        else:
+            result["label"] = ranked[0][0]
+        result["probabilities"] = dict(ranked)
+        results.append(result)
+    return results
+
+
 def _encode_labels(examples, index: dict[str, int], where) -> np.ndarray:
     kind = _label_kind(examples[0]["label"])
     if kind == "regression":
