@@ -739,7 +739,7 @@ def test_multi_label_and_regression_predictions_from_the_run_and_an_export(
     from keras_bert_lite.export import tflite
     from keras_bert_lite.export.predict import predict as predict_exported
     from keras_bert_lite.io import read_json, write_json
-    from keras_bert_lite.training.finetune import predict
+    from keras_bert_lite.training.finetune import evaluate, predict
 
     run, _ = exported
     texts = [r["text"] for r in _records(8, 5)] + AWKWARD[3:5]
@@ -768,6 +768,9 @@ def test_multi_label_and_regression_predictions_from_the_run_and_an_export(
         assert row["labels"] == want["labels"] or not close
 
     regression = _tiny_run(tmp_path / "regression", "regression", vocab)
+    scores = evaluate(regression, str(tmp_path / "regression" / "dev.jsonl"))
+    assert {"mse", "mae", "pearson", "spearman"} <= set(scores)
+    assert -1 <= scores["pearson"] <= 1 and scores["mae"] ** 2 <= scores["mse"]
     values = [r["value"] for r in predict(regression, texts)]
     assert all(isinstance(v, float) for v in values) and len(set(values)) > 1
     path = tflite(regression, str(tmp_path / "regression-export"))

@@ -15,6 +15,7 @@ from keras_bert_lite.training.metrics import (
     extract_entities,
     multilabel_metrics,
     normalize_answer,
+    regression_metrics,
     squad_metrics,
 )
 
@@ -310,6 +311,36 @@ def test_classification_agrees_with_sklearn_on_random_labels():
             for k in ("precision", "recall", "f1", "support")
         ]
         np.testing.assert_allclose(ours, [p, r, f, s])
+
+
+def test_regression_errors_and_correlations_by_hand():
+    # Ranks of the truth 1, 2.5, 2.5, 4; of the guesses 1, 2, 3, 4.
+    result = regression_metrics([1.0, 2.0, 2.0, 5.0], [0.0, 2.0, 3.0, 5.0])
+    assert result["mse"] == pytest.approx((1 + 0 + 1 + 0) / 4)
+    assert result["mae"] == pytest.approx(0.5)
+    # Pearson: x - 2.5 = (-1.5, -0.5, -0.5, 2.5), y - 2.5 = (-2.5, -0.5, 0.5, 2.5);
+    # sum xy = 3.75 + 0.25 - 0.25 + 6.25 = 10, sum x^2 = 9, sum y^2 = 13.
+    assert result["pearson"] == pytest.approx(10 / np.sqrt(9 * 13))
+    # Spearman: ranks - 2.5 = (-1.5, 0, 0, 1.5) and (-1.5, -0.5, 0.5, 1.5).
+    assert result["spearman"] == pytest.approx(4.5 / np.sqrt(4.5 * 5))
+    assert result["count"] == 4
+    # A constant prediction has no correlation: 0/0 counts as 0, not NaN.
+    flat = regression_metrics([1.0, 2.0, 3.0], [2.0, 2.0, 2.0])
+    assert (flat["pearson"], flat["spearman"]) == (0.0, 0.0)
+
+
+def test_regression_agrees_with_scipy_on_random_values_with_ties():
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        n = int(rng.integers(3, 40))
+        truth = rng.integers(0, 6, n).astype(float)  # STS-style scores: many ties
+        guess = np.round(truth + rng.normal(0, 1.5, n), 1)
+        if np.ptp(truth) == 0 or np.ptp(guess) == 0:
+            continue
+        result = regression_metrics(truth, guess)
+        assert result["pearson"] == pytest.approx(stats.pearsonr(truth, guess)[0])
+        assert result["spearman"] == pytest.approx(stats.spearmanr(truth, guess)[0])
 
 
 def test_multilabel_agrees_with_sklearn_on_random_sets():

@@ -142,9 +142,8 @@ def score(
         kind = options.get("label_kind", "single")
         if kind == "regression":
             values = np.asarray(out["probabilities"]).reshape(-1)
-            truth = np.asarray(data.targets["labels"], "float64")
-            mse = float(np.mean((values - truth) ** 2))
-            return {"mse": mse, "count": len(values)}, values.tolist()
+            result = m.regression_metrics(data.targets["labels"], values)
+            return result, values.tolist()
         probabilities = np.asarray(out["probabilities"])
         if kind == "multi_label":
             threshold = options.get("threshold", 0.5)
@@ -600,7 +599,10 @@ def finetune(
                 options["threshold"] = m.best_threshold(probabilities, truth)
             metrics, _ = score(task, self.model, dev_data, labels, options)
             value = _main_metric(task, metrics, kind)
-            for key in ("accuracy", "macro_f1", "f1", "exact", "micro_f1", "mse"):
+            for key in (
+                *("accuracy", "macro_f1", "f1", "exact", "micro_f1"),
+                *("mse", "pearson", "spearman"),
+            ):
                 if key in metrics and logs is not None:
                     logs[f"dev_{key}"] = metrics[key]
             log(

@@ -16,6 +16,10 @@ Semantics:
   (example, label) decisions; macro-F1 is the mean over labels that occur in
   `y_true` or `y_pred`, as above; exact match is the share of examples whose
   predicted set equals the true set.
+* `regression_metrics`: mean squared and absolute error, and Pearson's and
+  Spearman's correlation of predictions with the gold values (GLUE's STS-B scores;
+  Spearman's with tied values given their average rank, as `scipy.stats.spearmanr`
+  does). A correlation with a constant side is 0/0 and counts as 0.
 * `best_threshold`: the one probability threshold (`p >= t` is a positive) that
   maximises micro-F1 over a grid; ties go to the earliest candidate.
 * `extract_entities` / `entity_metrics`: spans are (type, start, end_exclusive).
@@ -175,6 +179,49 @@ def multilabel_metrics(
         "micro_recall": micro["recall"],
         "exact_match": _ratio(exact, len(y_true)),
         "per_label": per_label,
+    }
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    x, y = x - x.mean(), y - y.mean()
+    return _ratio(float(np.dot(x, y)), float(np.sqrt(np.dot(x, x) * np.dot(y, y))))
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n, ties sharing the mean of the ranks they span."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    # Start of each run of equal values, and the run each sorted position is in.
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    ends = np.r_[starts[1:], len(values)]
+    mean_rank = (
+        starts + ends + 1
+    ) / 2.0  # positions start..end-1 are ranks start+1..end
+    ranks = np.empty(len(values))
+    ranks[order] = np.repeat(mean_rank, ends - starts)
+    return ranks
+
+
+def regression_metrics(y_true: Sequence[float], y_pred: Sequence[float]) -> dict:
+    """Errors and correlations of predicted values.
+
+    Returns:
+        {"mse", "mae", "pearson", "spearman", "count"}.
+    """
+    _check_lengths(y_true, y_pred)
+    truth = np.asarray(y_true, np.float64).reshape(-1)
+    guess = np.asarray(y_pred, np.float64).reshape(-1)
+    error = guess - truth
+    return {
+        "mse": float(np.mean(error**2)) if len(error) else 0.0,
+        "mae": float(np.mean(np.abs(error))) if len(error) else 0.0,
+        "pearson": _pearson(truth, guess) if len(error) else 0.0,
+        "spearman": (
+            _pearson(_average_ranks(truth), _average_ranks(guess))
+            if len(error)
+            else 0.0
+        ),
+        "count": len(error),
     }
 
 
