@@ -125,7 +125,7 @@ def predict(
         inputs = _ids(manifest, columns)
     outputs = _runner(path, entry, manifest)(inputs)
     if task == "tag":
-        return _entities(texts, outputs, labels, manifest["run"])
+        return _entities(texts, outputs, labels, manifest)
     kind = manifest["label_kind"]
     if kind == "regression":
         probabilities = outputs.get("value", outputs.get("probabilities"))
@@ -175,67 +175,88 @@ def _ids(manifest: dict, columns: list[list[str]]) -> dict[str, np.ndarray]:
 
 
 def _entities(
-    texts: Sequence[str], outputs: dict, labels: list[str], run: str
+    texts: Sequence[str], outputs: dict, labels: list[str], manifest: dict
 ) -> list[dict]:
-    """Entities from the raw-text tagger's per-piece outputs: a word's tag is that of
-    its first piece (as training labels it); offsets are characters.
+    """Entities from a raw-text tagger's per-piece outputs, decoded as the run
+    decodes them (`training.finetune.predict`): the run's words (runs of non-space
+    characters, each CJK character one), each scored at its first piece, and the
+    tag sequence the scheme allows with the highest score (a CRF's learned
+    transitions added, from export.json). Offsets are characters.
 
-    The SavedModel returns tags, character offsets and word starts; the .tflite file
-    returns probabilities, token ids and UTF-8 byte offsets, turned into the same
-    here (word starts from the run's vocabulary, when the run is still there).
+    An export reads the first seq_len - 2 pieces of a text; the words after them
+    get no tags, and the text's result says where they begin (`truncated_at`, the
+    character offset after the last word tagged), where the run would window it.
     """
+    from keras_bert_lite.data import tasks
     from keras_bert_lite.training.metrics import extract_entities
 
-    if "tags" not in outputs:
-        outputs = _tflite_tags(texts, outputs, labels, run)
-    scheme = "BIOES" if any(t[:2] in ("E-", "S-") for t in labels) else "BIO"
+    starts, ends = _piece_chars(texts, outputs)
+    probabilities = np.asarray(outputs["probabilities"], np.float64)
+    scheme = manifest.get("scheme") or (
+        "BIOES" if any(t[:2] in ("E-", "S-") for t in labels) else "BIO"
+    )
+    masks = tasks.allowed_transitions(labels, scheme)
+    learned = _crf(manifest)
+    window = int(manifest["seq_len"]) - 2
     results = []
     for i, text in enumerate(texts):
-        words: list[list] = []  # [tag, start, end] per word
-        starts, ends = np.asarray(outputs["start"][i]), np.asarray(outputs["end"][i])
-        for position in np.flatnonzero(starts >= 0):
-            start, end = int(starts[position]), int(ends[position])
-            if outputs["word_start"][i][position] or not words:
-                tag = outputs["tags"][i][position]
-                tag = tag.decode() if isinstance(tag, bytes) else str(tag)
-                words.append([tag, start, end])
-            else:
-                words[-1][2] = end
-        entities = [
+        pieces = np.flatnonzero(starts[i] >= 0)
+        piece_starts = starts[i][pieces]
+        spans = tasks.words_with_offsets(text)
+        result: dict = {"text": text}
+        if len(pieces) >= window and spans:
+            read_to = int(ends[i][pieces[-1]])
+            read = [span for span in spans if span[0] < read_to]
+            if len(read) < len(spans):  # the words from truncated_at on: no tags
+                spans, result["truncated_at"] = read, read[-1][1] if read else 0
+        # A word's score is its first piece's (none for a word without pieces).
+        first = np.searchsorted(piece_starts, [s for s, _ in spans])
+        scores = np.zeros((len(spans), len(labels)))
+        for k, ((_, end), j) in enumerate(zip(spans, first, strict=True)):
+            if j < len(pieces) and piece_starts[j] < end:
+                scores[k] = np.log(np.maximum(probabilities[i, pieces[j]], 1e-30))
+        tags = [labels[t] for t in tasks.viterbi_decode(scores, *masks, learned)]
+        result["entities"] = [
             {
                 "type": kind,
-                "start": words[s][1],
-                "end": words[e - 1][2],
-                "text": text[words[s][1] : words[e - 1][2]],
+                "start": spans[s][0],
+                "end": spans[e - 1][1],
+                "text": text[spans[s][0] : spans[e - 1][1]],
             }
-            for kind, s, e in extract_entities([w[0] for w in words], scheme)
+            for kind, s, e in extract_entities(tags, scheme)
         ]
-        results.append({"text": text, "entities": entities})
+        results.append(result)
     return results
 
 
-def _tflite_tags(texts, outputs: dict, labels: list[str], run: str) -> dict:
-    """The SavedModel's tagging outputs from the .tflite file's."""
+def _piece_chars(texts: Sequence[str], outputs: dict) -> tuple[np.ndarray, np.ndarray]:
+    """[B, T] character spans of each piece in its text (-1 elsewhere): the
+    SavedModel gives them; the .tflite file gives UTF-8 byte spans."""
     from keras_bert_lite.data import tasks
 
+    if "start" in outputs:
+        return np.asarray(outputs["start"]), np.asarray(outputs["end"])
     begin, end = np.asarray(outputs["piece_begin"]), np.asarray(outputs["piece_end"])
     starts, ends = np.full_like(begin, -1), np.full_like(end, -1)
     for i, text in enumerate(texts):
         piece = begin[i] >= 0
         chars = tasks._bytes_to_chars(text, begin[i][piece], end[i][piece])
         starts[i][piece], ends[i][piece] = chars[0], chars[1]
-    vocab = os.path.join(run, "vocab.txt")
-    token_ids = np.asarray(outputs["token_ids"])
-    if os.path.exists(vocab):
-        with open(vocab, encoding="utf-8") as f:
-            continuation = np.array([line.startswith("##") for line in f])
-        word_start = ~continuation[token_ids]
-    else:  # every piece its own word
-        word_start = np.ones_like(token_ids, bool)
-    tag_ids = np.asarray(outputs["probabilities"]).argmax(-1)
-    return {
-        "tags": np.array(labels, dtype=object)[tag_ids],
-        "start": starts,
-        "end": ends,
-        "word_start": word_start,
-    }
+    return starts, ends
+
+
+def _crf(manifest: dict):
+    """A CRF tagger's (start, transitions, end) scores, or None without a CRF.
+    Exports from before export.json recorded them read them from the run."""
+    crf = manifest.get("crf")
+    if crf is not None:
+        return tuple(np.asarray(crf[k]) for k in ("start", "transitions", "end"))
+    if "scheme" in manifest or not os.path.isdir(manifest["run"]):
+        return None
+    from keras_bert_lite import run as run_dir
+    from keras_bert_lite.training.finetune import transition_scores
+
+    options = run_dir.read_config(manifest["run"]).get("task_options") or {}
+    return (
+        transition_scores(run_dir.load(manifest["run"])) if options.get("crf") else None
+    )

@@ -11,6 +11,8 @@ import dataclasses
 import os
 from typing import Any
 
+import numpy as np
+
 from keras_bert_lite import run as run_dir
 from keras_bert_lite.errors import KblError
 
@@ -83,7 +85,23 @@ class ExportSource:
                 if self.label_kind == "multi_label"
                 else {}
             ),
+            **(self._decoding() if self.task == "tag" else {}),
         }
+
+    def _decoding(self) -> dict[str, Any]:
+        """What a tagger's exports need to decode words as the run does: the tag
+        scheme, and a CRF's learned transition scores."""
+        from keras_bert_lite.training.finetune import transition_scores
+
+        facts: dict[str, Any] = {"scheme": str(self.options.get("scheme", "BIO"))}
+        if self.options.get("crf"):
+            start, transitions, end = transition_scores(self.model)
+            facts["crf"] = {
+                "start": np.asarray(start, np.float64).tolist(),
+                "transitions": np.asarray(transitions, np.float64).tolist(),
+                "end": np.asarray(end, np.float64).tolist(),
+            }
+        return facts
 
 
 def load_source(run: str) -> ExportSource:

@@ -553,6 +553,14 @@ def _cmd_predict(args) -> dict:
         results = predict(args.model, texts, contexts=contexts, pairs=pairs)
     for r in results:
         print(json.dumps(r, ensure_ascii=False))
+    cut = sum("truncated_at" in r for r in results)
+    if cut:
+        print(
+            f"kbl predict: {cut} text(s) longer than the export reads (its seq_len "
+            "less 2 word pieces) were tagged up to their truncated_at character; "
+            "`kbl predict --model RUN` windows long texts",
+            file=sys.stderr,
+        )
     return {"predictions": results}
 
 

@@ -82,12 +82,16 @@ def fine_tuned_run(root) -> str:
     return _fine_tune_tiny(train, dev, str(root / "run"), str(vocab), seq_len=32)
 
 
-def _fine_tune_tiny(train: str, dev: str, run: str, vocab: str, seq_len: int) -> str:
-    """A tiny classifier, randomly initialised, one epoch at a high learning rate."""
+def _fine_tune_tiny(
+    train: str, dev: str, run: str, vocab: str, seq_len: int, task="classify", **kw
+) -> str:
+    """A tiny model, randomly initialised, one epoch at a high learning rate (`kw`
+    overrides or adds `finetune` arguments)."""
     from keras_bert_lite.training.finetune import finetune
 
+    options = dict(batch_size=16, epochs=1, learning_rate=1e-3) | kw
     finetune(
-        "classify",
+        task,
         train,
         dev,
         run,
@@ -95,11 +99,9 @@ def _fine_tune_tiny(train: str, dev: str, run: str, vocab: str, seq_len: int) ->
         model="tiny",
         vocab=vocab,
         seq_len=seq_len,
-        batch_size=16,
-        epochs=1,
-        learning_rate=1e-3,
         log=lambda s: None,
         verbose=0,
+        **options,
     )
     return run
 
@@ -533,28 +535,14 @@ def test_every_format_on_the_sentiment_dev_set(tmp_path):
     from keras_bert_lite.data import tasks
     from keras_bert_lite.export import export_all, verify
     from keras_bert_lite.text import learn_vocabulary
-    from keras_bert_lite.training.finetune import finetune
 
     train = shared_file("cls", "en", "movie_snippets.train.jsonl")
     dev = shared_file("cls", "en", "movie_snippets.dev.jsonl")
     texts = [r["text"] for r in tasks.read_classification(train)]
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(learn_vocabulary(texts, 4000)) + "\n")
-    run = str(tmp_path / "run")
-    finetune(
-        "classify",
-        train,
-        dev,
-        run,
-        init="random",
-        model="tiny",
-        vocab=str(vocab),
-        seq_len=64,
-        batch_size=32,
-        epochs=2,
-        learning_rate=1e-3,
-        log=lambda s: None,
-        verbose=0,
+    run = _fine_tune_tiny(
+        train, dev, str(tmp_path / "run"), str(vocab), 64, batch_size=32, epochs=2
     )
     out = str(tmp_path / "out")
     export_all(run, out, quantize=["float16", "int8"], log=lambda s: None)
@@ -776,6 +764,63 @@ def test_multi_label_and_regression_predictions_from_the_run_and_an_export(
     path = tflite(regression, str(tmp_path / "regression-export"))
     exported_values = [r["value"] for r in predict_exported(path, texts)]
     np.testing.assert_allclose(exported_values, values, atol=1e-4)
+
+
+def test_a_crf_taggers_export_predicts_the_entities_its_run_predicts(tmp_path, capsys):
+    """`kbl predict` on a tagger's export decodes as on the run: the run's words,
+    the constrained Viterbi path with the CRF's learned transitions (export.json
+    carries them). It used to take each piece's most probable tag, so a CRF's
+    entities changed on export (26 of 151 MSRA dev sentences of a tiny model). A
+    text longer than the export reads says where reading stopped."""
+    from keras_bert_lite import cli
+    from keras_bert_lite import run as run_dir
+    from keras_bert_lite.data import tasks
+    from keras_bert_lite.export import tflite
+    from keras_bert_lite.export.predict import predict as predict_exported
+    from keras_bert_lite.io import read_json
+    from keras_bert_lite.text import learn_vocabulary
+    from keras_bert_lite.training.finetune import predict
+    from tests.test_finetune import _slice_conll
+
+    train, dev = tmp_path / "train.conll", tmp_path / "dev.conll"
+    _slice_conll(shared_file("ner", "en", "wnut16.train.conll"), train, 240)
+    _slice_conll(shared_file("ner", "en", "wnut16.dev.conll"), dev, 30)
+    sentences = [" ".join(w) for w, _ in tasks.read_conll(str(train))]
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(learn_vocabulary(sentences, 800)) + "\n")
+    run = _fine_tune_tiny(
+        str(train), str(dev), str(tmp_path / "run"), str(vocab), 64, "tag", crf=True
+    )
+    # Transitions that matter: a trained-for-one-epoch CRF barely has any.
+    model = run_dir.load(run)
+    rng = np.random.default_rng(0)
+    for weight in model.crf_layer.weights:
+        weight.assign(rng.normal(0, 3, weight.shape).astype("float32"))
+    model.save_weights(os.path.join(run, run_dir.WEIGHTS))
+
+    # Tweets that fit the export's 62 pieces, one that does not, and punctuation.
+    tokenizer = run_dir.load_tokenizer(run)
+    texts = [" ".join(w) for w, _ in tasks.read_conll(str(dev))]
+    fits = [t for t in texts if len(tokenizer([t])[0]) <= 62]
+    assert len(fits) >= 10
+    texts = fits + [" ".join(texts), "Alice , Bob (and 李白) met in Paris... ok"]
+    want = predict(run, texts)
+    assert sum(len(row["entities"]) for row in want) >= 10
+    path = tflite(run, str(tmp_path / "export"))
+    manifest = read_json(str(tmp_path / "export" / "export.json"))
+    assert manifest["scheme"] == "BIO" and len(manifest["crf"]["transitions"]) == len(
+        manifest["labels"]
+    )
+    got = predict_exported(path, texts)
+    long = len(texts) - 2
+    assert [i for i, row in enumerate(got) if "truncated_at" in row] == [long]
+    cut = got[long]["truncated_at"]
+    assert 0 < cut < len(texts[long])
+    assert all(entity["end"] <= cut for entity in got[long]["entities"])
+    del got[long], want[long]
+    assert got == want
+    assert cli.main(["predict", "--model", path, texts[long]]) == 0
+    assert "truncated_at" in capsys.readouterr().err
 
 
 def test_cli_errors_name_the_export_directory(tmp_path, capsys):

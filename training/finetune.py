@@ -841,7 +841,7 @@ def predict(
 
         words, offsets = [], []
         for text in texts:  # whitespace words; CJK characters one word each
-            spans = _words_with_offsets(text)
+            spans = tasks.words_with_offsets(text)
             words.append([text[s:e] for s, e in spans])
             offsets.append(spans)
         features = tasks.encode_tagging(
@@ -897,10 +897,3 @@ def predict(
         null_threshold=options.get("null_threshold", 0.0),
     )
     return [{"question": ex.question, **answers[ex.id]} for ex in examples]
-
-
-def _words_with_offsets(text: str) -> list[tuple[int, int]]:
-    import re
-
-    cjk = "\u3400-\u9fff\uf900-\ufaff"
-    return [m.span() for m in re.finditer(rf"[{cjk}]|[^\s{cjk}]+", text)]

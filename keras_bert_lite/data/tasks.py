@@ -21,6 +21,7 @@ import gzip
 import io
 import logging
 import math
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -979,6 +980,13 @@ def merge_tagging_predictions(
                 "prediction; were the features made from these sentences?"
             )
     return merged
+
+
+def words_with_offsets(text: str) -> list[tuple[int, int]]:
+    """The (start, end) character spans of raw text's words, as `kbl predict` tags
+    them: runs of non-space characters, each CJK character a word of its own."""
+    cjk = "\u3400-\u9fff\uf900-\ufaff"
+    return [m.span() for m in re.finditer(rf"[{cjk}]|[^\s{cjk}]+", text)]
 
 
 def word_scores(
