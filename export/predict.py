@@ -3,11 +3,14 @@
     kbl predict --model exports/sentiment/model.int8.tflite "A gripping film."
     kbl predict --model exports/sentiment/model.onnx "A gripping film."
     kbl predict --model exports/sentiment "A gripping film."   # the raw-text SavedModel
+    kbl predict --model exports/qa/model.tflite --question Q --context C
 
 Raw-text artefacts (the SavedModel's `serving_default`, model*.tflite) tokenize
 inside the file. Ids-only artefacts (model_ids.tflite, model.onnx, saved_model_ids)
 are fed the ids of `tokenize` from the run recorded in export.json, packed as
-training packs them. Labels come from export.json beside the artefact.
+training packs them. Labels (and a tagger's scheme and CRF transitions, a QA model's
+window settings and null threshold) come from export.json beside the artefact, and
+the outputs are decoded as `training.finetune.predict` decodes a run's.
 """
 
 from __future__ import annotations
@@ -82,15 +85,20 @@ def _runner(path: str, entry: dict, manifest: dict):
 
 
 def predict(
-    path: str, texts: Sequence[str], pairs: Sequence[str] | None = None
+    path: str,
+    texts: Sequence[str],
+    pairs: Sequence[str] | None = None,
+    contexts: Sequence[str] | None = None,
 ) -> list[dict]:
-    """Labels with probabilities (or entities with character offsets) from an export.
+    """Labels with probabilities (or entities, or answers, with character offsets)
+    from an export.
 
     Args:
         path: an artefact written by `kbl export` (.tflite, .onnx, a SavedModel
             version directory) or the export directory itself.
-        texts: the raw texts.
+        texts: the raw texts (QA: the questions).
         pairs: the second texts of a sentence-pair classifier.
+        contexts: QA: the context of each question.
 
     Returns:
         One dict per text, as `training.finetune.predict` returns for a run.
@@ -98,10 +106,12 @@ def predict(
     path, entry, manifest = _locate(path)
     task, labels = manifest["task"], manifest["labels"]
     if task == "qa":
-        raise KblError(
-            "qa predictions need a question and a context: call the SavedModel's "
-            "serving_default with `question` and `context`, or `kbl evaluate`"
-        )
+        if contexts is None or len(contexts) != len(texts):
+            raise KblError(
+                f"{path}: a QA model; give one context per question (kbl predict "
+                "--question Q --context C, or --input SQUAD.json)"
+            )
+        return _answers(path, entry, manifest, list(texts), list(contexts))
     if manifest.get("pair") and (pairs is None or len(pairs) != len(texts)):
         raise KblError(
             f"{path}: a sentence-pair model; give the second text of each (kbl "
@@ -116,12 +126,9 @@ def predict(
             name: np.array(column, dtype=object)
             for name, column in zip(manifest["text_inputs"], columns, strict=False)
         }
+    elif task == "tag":
+        return _windowed_entities(path, entry, manifest, list(texts))
     else:
-        if task == "tag":
-            raise KblError(
-                f"{path}: an ids-only model; predict entities with the raw-text "
-                "SavedModel or model.tflite, which map pieces back to characters"
-            )
         inputs = _ids(manifest, columns)
     outputs = _runner(path, entry, manifest)(inputs)
     if task == "tag":
@@ -159,17 +166,13 @@ def _ids(manifest: dict, columns: list[list[str]]) -> dict[str, np.ndarray]:
     from keras_bert_lite import run as run_dir
     from keras_bert_lite.data import tasks
 
-    if not os.path.isdir(manifest["run"]):
-        raise KblError(
-            f"the run {manifest['run']} that export.json names is gone; an ids-only "
-            "model needs its vocabulary: predict with model.tflite or the SavedModel"
-        )
+    run = _run_of(manifest)
     if len(columns) == 2:
         records = [{"text_a": a, "text_b": b} for a, b in zip(*columns, strict=True)]
     else:
         records = [{"text": t} for t in columns[0]]
     features = tasks.encode_classification(
-        records, run_dir.load_tokenizer(manifest["run"]), manifest["seq_len"]
+        records, run_dir.load_tokenizer(run), manifest["seq_len"]
     )
     return {k: np.asarray(features[k], np.int32) for k in ID_INPUTS}
 
@@ -188,13 +191,11 @@ def _entities(
     character offset after the last word tagged), where the run would window it.
     """
     from keras_bert_lite.data import tasks
-    from keras_bert_lite.training.metrics import extract_entities
+    from keras_bert_lite.training.finetune import entities
 
     starts, ends = _piece_chars(texts, outputs)
     probabilities = np.asarray(outputs["probabilities"], np.float64)
-    scheme = manifest.get("scheme") or (
-        "BIOES" if any(t[:2] in ("E-", "S-") for t in labels) else "BIO"
-    )
+    scheme = manifest.get("scheme") or _scheme_of(labels)
     masks = tasks.allowed_transitions(labels, scheme)
     learned = _crf(manifest)
     window = int(manifest["seq_len"]) - 2
@@ -216,17 +217,32 @@ def _entities(
             if j < len(pieces) and piece_starts[j] < end:
                 scores[k] = np.log(np.maximum(probabilities[i, pieces[j]], 1e-30))
         tags = [labels[t] for t in tasks.viterbi_decode(scores, *masks, learned)]
-        result["entities"] = [
-            {
-                "type": kind,
-                "start": spans[s][0],
-                "end": spans[e - 1][1],
-                "text": text[spans[s][0] : spans[e - 1][1]],
-            }
-            for kind, s, e in extract_entities(tags, scheme)
-        ]
+        result["entities"] = entities(text, spans, tags, scheme)
         results.append(result)
     return results
+
+
+def _windowed_entities(
+    path: str, entry: dict, manifest: dict, texts: list[str]
+) -> list[dict]:
+    """Entities from an ids-only tagger, fed the run's windows of each text (packed
+    by its tokenizer as training packs them): what the run predicts, long texts
+    included."""
+    from keras_bert_lite import run as run_dir
+    from keras_bert_lite.training.finetune import tag_texts
+
+    runner = _runner(path, entry, manifest)
+    return tag_texts(
+        texts,
+        run_dir.load_tokenizer(_run_of(manifest)),
+        int(manifest["seq_len"]),
+        manifest["labels"],
+        manifest.get("scheme") or _scheme_of(manifest["labels"]),
+        lambda inputs: runner({k: np.asarray(inputs[k], np.int32) for k in ID_INPUTS})[
+            "logits"
+        ],
+        _crf(manifest),
+    )
 
 
 def _piece_chars(texts: Sequence[str], outputs: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -245,6 +261,22 @@ def _piece_chars(texts: Sequence[str], outputs: dict) -> tuple[np.ndarray, np.nd
     return starts, ends
 
 
+def _scheme_of(labels: Sequence[str]) -> str:
+    """The tag scheme of exports from before export.json recorded it."""
+    return "BIOES" if any(t[:2] in ("E-", "S-") for t in labels) else "BIO"
+
+
+def _run_of(manifest: dict) -> str:
+    """The run export.json names, which an ids-only artefact needs for its
+    vocabulary (KblError when it is gone)."""
+    if not os.path.isdir(manifest["run"]):
+        raise KblError(
+            f"the run {manifest['run']} that export.json names is gone; an ids-only "
+            "model needs its vocabulary: predict with model.tflite or the SavedModel"
+        )
+    return manifest["run"]
+
+
 def _crf(manifest: dict):
     """A CRF tagger's (start, transitions, end) scores, or None without a CRF.
     Exports from before export.json recorded them read them from the run."""
@@ -260,3 +292,88 @@ def _crf(manifest: dict):
     return (
         transition_scores(run_dir.load(manifest["run"])) if options.get("crf") else None
     )
+
+
+def _answers(
+    path: str, entry: dict, manifest: dict, questions: list[str], contexts: list[str]
+) -> list[dict]:
+    """Answers from a QA export, decoded as the run decodes them
+    (`tasks.decode_squad`: the n-best spans, the null score against the threshold).
+
+    Ids-only artefacts are fed every window of each context, packed by the run's
+    tokenizer as in training, so they answer as the run does. Raw-text artefacts
+    read the first window; where a context goes on past it, the answer says where
+    reading stopped (`truncated_at`, the character after the last piece read).
+    """
+    from keras_bert_lite import run as run_dir
+    from keras_bert_lite.data import tasks
+
+    examples = [
+        tasks.QAExample(id=str(i), question=q, context=c)
+        for i, (q, c) in enumerate(zip(questions, contexts, strict=True))
+    ]
+    threshold = float(manifest.get("null_threshold", 0.0))
+    runner = _runner(path, entry, manifest)
+    if entry["inputs"] != "text":
+        features = tasks.encode_squad(
+            examples,
+            run_dir.load_tokenizer(_run_of(manifest)),
+            int(manifest["seq_len"]),
+            int(manifest.get("doc_stride", 128)),
+            int(manifest.get("max_query_len", 64)),
+        )
+        outputs = runner(
+            {k: np.asarray(getattr(features, k), np.int32) for k in ID_INPUTS}
+        )
+        read_to = [None] * len(examples)  # every window read
+    else:
+        outputs = runner(
+            {
+                "question": np.array(questions, dtype=object),
+                "context": np.array(contexts, dtype=object),
+            }
+        )
+        features, read_to = _first_windows(contexts, outputs)
+    answers = tasks.decode_squad(
+        features,
+        outputs["start_logits"],
+        outputs["end_logits"],
+        examples,
+        null_threshold=threshold,
+    )
+    results = []
+    for ex, cut in zip(examples, read_to, strict=True):
+        result = {"question": ex.question, **answers[ex.id]}
+        if cut is not None:
+            result["truncated_at"] = cut
+        results.append(result)
+    return results
+
+
+def _first_windows(contexts: list[str], outputs: dict):
+    """(`tasks.QAFeatures` of a raw-text QA export's one window per question, and
+    per context the character after its last piece read, or None when it was read
+    to the end)."""
+    from keras_bert_lite.data import tasks
+
+    begin, end = np.asarray(outputs["piece_begin"]), np.asarray(outputs["piece_end"])
+    token_to_char = np.full(begin.shape + (2,), -1, np.int32)
+    read_to = []
+    for i, context in enumerate(contexts):
+        piece = begin[i] >= 0
+        chars = tasks._bytes_to_chars(context, begin[i][piece], end[i][piece])
+        token_to_char[i][piece, 0], token_to_char[i][piece, 1] = chars[0], chars[1]
+        last = int(chars[1][-1]) if piece.any() else 0
+        read_to.append(last if context[last:].strip() else None)
+    n = len(contexts)
+    features = tasks.QAFeatures(
+        token_ids=np.asarray(outputs["token_ids"]),
+        segment_ids=np.zeros_like(begin),
+        padding_mask=np.zeros_like(begin),
+        start_positions=np.zeros(n, np.int32),
+        end_positions=np.zeros(n, np.int32),
+        example_index=np.arange(n, dtype=np.int32),
+        token_to_char=token_to_char,
+        max_context=begin >= 0,  # one window: every piece has its most context here
+    )
+    return features, read_to

@@ -86,6 +86,15 @@ class ExportSource:
                 else {}
             ),
             **(self._decoding() if self.task == "tag" else {}),
+            **(
+                {
+                    key: self.options[key]
+                    for key in ("doc_stride", "max_query_len", "null_threshold")
+                    if key in self.options
+                }
+                if self.task == "qa"
+                else {}
+            ),
         }
 
     def _decoding(self) -> dict[str, Any]:

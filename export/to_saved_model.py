@@ -8,8 +8,11 @@ Signatures of the raw-text model:
 - `serving_default`: raw strings (`text` [+ `text_pair`]; QA `question`, `context`),
   the run's tokenizer inside (tensorflow-text ops), task outputs ready to use:
   classification `label`, `probabilities`, `labels` (+ `predicted` for multi-label;
-  `value` for regression); tagging per-piece `tag_ids`, `tags`, character offsets;
-  QA `answer` with character offsets.
+  `value` for regression); tagging per-piece `tag_ids`, `tags` (each piece's most
+  probable), `probabilities`, character offsets; QA `answer` with character offsets
+  and `score` (the best span of the first window), with the `start_logits`,
+  `end_logits`, `token_ids` and context pieces' UTF-8 `piece_begin`/`piece_end`
+  that `kbl predict` decodes as the run does.
 - `ids`: `token_ids`, `segment_ids`, `padding_mask` int32 [batch, seq] -> the Keras
   model's outputs.
 - `tokenize`: the raw-text inputs -> the three id inputs, exactly as training packs
@@ -178,6 +181,10 @@ def build_functions(source: ExportSource) -> dict[str, Callable]:
             "score": tf.where(answered, best_score, null),
             "start_logits": start_logits,
             "end_logits": end_logits,
+            # As the .tflite file gives them: what `kbl predict` decodes from.
+            "token_ids": features["token_ids"],
+            "piece_begin": begin,
+            "piece_end": end,
         }
 
     serve = {"classify": classify, "tag": tag, "qa": answer}[source.task]

@@ -548,7 +548,7 @@ def _cmd_predict(args) -> dict:
     if _is_export(args.model):
         from keras_bert_lite.export.predict import predict as predict_exported
 
-        results = predict_exported(args.model, texts, pairs=pairs)
+        results = predict_exported(args.model, texts, pairs=pairs, contexts=contexts)
     else:
         results = predict(args.model, texts, contexts=contexts, pairs=pairs)
     for r in results:
@@ -556,9 +556,9 @@ def _cmd_predict(args) -> dict:
     cut = sum("truncated_at" in r for r in results)
     if cut:
         print(
-            f"kbl predict: {cut} text(s) longer than the export reads (its seq_len "
-            "less 2 word pieces) were tagged up to their truncated_at character; "
-            "`kbl predict --model RUN` windows long texts",
+            f"kbl predict: {cut} text(s) (QA: contexts) longer than the export "
+            "reads (its seq_len word pieces) were read up to their truncated_at "
+            "character; `kbl predict --model RUN` windows long texts",
             file=sys.stderr,
         )
     return {"predictions": results}

@@ -770,8 +770,9 @@ def test_a_crf_taggers_export_predicts_the_entities_its_run_predicts(tmp_path, c
     """`kbl predict` on a tagger's export decodes as on the run: the run's words,
     the constrained Viterbi path with the CRF's learned transitions (export.json
     carries them). It used to take each piece's most probable tag, so a CRF's
-    entities changed on export (26 of 151 MSRA dev sentences of a tiny model). A
-    text longer than the export reads says where reading stopped."""
+    entities changed on export (26 of 151 MSRA dev sentences of a tiny model), and
+    refused ids-only taggers. A raw-text export says where it stopped reading a
+    long text; an ids-only one is fed the run's windows."""
     from keras_bert_lite import cli
     from keras_bert_lite import run as run_dir
     from keras_bert_lite.data import tasks
@@ -817,10 +818,75 @@ def test_a_crf_taggers_export_predicts_the_entities_its_run_predicts(tmp_path, c
     cut = got[long]["truncated_at"]
     assert 0 < cut < len(texts[long])
     assert all(entity["end"] <= cut for entity in got[long]["entities"])
+    # An ids-only export is fed the run's windows: the run's entities, all of them.
+    ids_only = tflite(run, str(tmp_path / "export"), ids_only=True)
+    assert predict_exported(ids_only, texts) == want
     del got[long], want[long]
     assert got == want
     assert cli.main(["predict", "--model", path, texts[long]]) == 0
     assert "truncated_at" in capsys.readouterr().err
+
+
+def test_qa_exports_answer_as_the_run_answers(tmp_path, capsys):
+    """`kbl predict` on a QA export: ids-only artefacts are fed every window, as
+    the run packs them, and answer as the run does; a raw-text one reads the first
+    window and says where it stopped. QA exports used to be refused."""
+    from keras_bert_lite import cli
+    from keras_bert_lite.data import tasks
+    from keras_bert_lite.export import tflite
+    from keras_bert_lite.export.predict import predict as predict_exported
+    from keras_bert_lite.io import read_json, write_json
+    from keras_bert_lite.text import learn_vocabulary
+    from keras_bert_lite.training.finetune import predict
+    from tests.test_finetune import _slice_squad
+
+    train, dev = tmp_path / "train.json", tmp_path / "dev.json"
+    _slice_squad(shared_file("qa", "zh", "msra_mrc.train.json"), train, 40)
+    _slice_squad(shared_file("qa", "zh", "msra_mrc.dev.json"), dev, 30)
+    examples = tasks.read_squad(str(dev))
+    sentences = [
+        t for ex in tasks.read_squad(str(train)) for t in (ex.question, ex.context)
+    ]
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(learn_vocabulary(sentences, 1500)) + "\n")
+    run = _fine_tune_tiny(
+        str(train),
+        str(dev),
+        str(tmp_path / "run"),
+        str(vocab),
+        64,
+        "qa",
+        max_query_len=24,
+        doc_stride=24,
+    )
+    config = read_json(os.path.join(run, "config.json"))
+    config["task_options"]["null_threshold"] = 1e9  # always answer: spans to compare
+    write_json(os.path.join(run, "config.json"), config)
+    questions = [ex.question for ex in examples]
+    contexts = [ex.context for ex in examples]
+    want = predict(run, questions, contexts=contexts)
+    assert all(row["start"] >= 0 for row in want)
+
+    def spans(rows):
+        return [(r["text"], r["start"], r["end"]) for r in rows]
+
+    ids_only = tflite(run, str(tmp_path / "export"), ids_only=True)
+    assert spans(predict_exported(ids_only, questions, contexts=contexts)) == spans(
+        want
+    )
+    raw = tflite(run, str(tmp_path / "export"))
+    got = predict_exported(raw, questions, contexts=contexts)
+    cut = [i for i, row in enumerate(got) if "truncated_at" in row]
+    assert 0 < len(cut) < len(got)  # some contexts go on past the first window
+    for i, (row, context) in enumerate(zip(got, contexts, strict=True)):
+        if i in cut:
+            assert 0 < row["truncated_at"] < len(context)
+            assert row["end"] <= row["truncated_at"]
+        else:
+            assert spans([row]) == spans([want[i]])
+    args = ["predict", "--model", raw, "--question", questions[0]]
+    assert cli.main([*args, "--context", contexts[0]]) == 0
+    assert json.loads(capsys.readouterr().out)["text"] == got[0]["text"]
 
 
 def test_cli_errors_name_the_export_directory(tmp_path, capsys):
@@ -985,3 +1051,13 @@ def test_tagging_and_qa_exports_decode_in_graph(tmp_path):
         context=_strings([examples[e].context for e in single]),
     )
     np.testing.assert_array_equal(got["token_ids"], features.token_ids[first])
+    # kbl predict decodes the SavedModel's logits and piece spans as the run does.
+    from_saved = predict_exported(
+        str(tmp_path / "qa_out" / "saved_model" / "1"),
+        [examples[e].question for e in single],
+        contexts=[examples[e].context for e in single],
+    )
+    assert [(r["text"], r["start"], r["end"]) for r in from_saved] == [
+        tuple(expected[examples[e].id][k] for k in ("text", "start", "end"))
+        for e in single
+    ]

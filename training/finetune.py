@@ -209,6 +209,61 @@ def decode_tags(
     ]
 
 
+def tag_texts(
+    texts: Sequence[str],
+    tokenizer,
+    seq_len: int,
+    labels: Sequence[str],
+    scheme: str,
+    logits_of: Callable[[dict], Any],
+    transitions=None,
+) -> list[dict]:
+    """Entities with character offsets in raw texts, as `kbl predict` finds them:
+    the texts' words (`tasks.words_with_offsets`), windowed as training windows
+    them, scored by `logits_of` (the three id inputs [N, T] -> logits [N, T, K])
+    and decoded by `decode_tags` (with a CRF's `transitions`)."""
+    from keras_bert_lite.data import tasks
+
+    offsets = [tasks.words_with_offsets(text) for text in texts]
+    words = [
+        [t[s:e] for s, e in spans] for t, spans in zip(texts, offsets, strict=True)
+    ]
+    features = tasks.encode_tagging(words, None, tokenizer, seq_len, labels)
+    ids = decode_tags(
+        features,
+        np.asarray(logits_of(features.inputs())),
+        [len(w) for w in words],
+        labels,
+        scheme,
+        transitions,
+    )
+    return [
+        {
+            "text": text,
+            "entities": entities(text, spans, [labels[i] for i in tags], scheme),
+        }
+        for text, spans, tags in zip(texts, offsets, ids, strict=True)
+    ]
+
+
+def entities(
+    text: str, spans: Sequence[tuple[int, int]], tags: Sequence[str], scheme: str
+) -> list[dict]:
+    """The entities of tagged words (`spans`: their character spans in `text`):
+    `{"type", "start", "end", "text"}`, character offsets."""
+    from keras_bert_lite.training.metrics import extract_entities
+
+    return [
+        {
+            "type": kind,
+            "start": spans[s][0],
+            "end": spans[e - 1][1],
+            "text": text[spans[s][0] : spans[e - 1][1]],
+        }
+        for kind, s, e in extract_entities(tags, scheme)
+    ]
+
+
 def transition_scores(model):
     """A tagger's CRF scores (start, transitions, end), or None without a CRF."""
     scores = getattr(model, "transition_scores", None)
@@ -837,41 +892,15 @@ def predict(
             pairs if pair else None,
         )
     if task == "tag":
-        from keras_bert_lite.training.metrics import extract_entities
-
-        words, offsets = [], []
-        for text in texts:  # whitespace words; CJK characters one word each
-            spans = tasks.words_with_offsets(text)
-            words.append([text[s:e] for s, e in spans])
-            offsets.append(spans)
-        features = tasks.encode_tagging(
-            words, None, tokenizer, options["seq_len"], labels
-        )
-        logits = np.asarray(
-            _predict_outputs(model, features.inputs(), batch_size)["logits"]
-        )
-        ids = decode_tags(
-            features,
-            logits,
-            [len(w) for w in words],
+        return tag_texts(
+            texts,
+            tokenizer,
+            options["seq_len"],
             labels,
             options.get("scheme", "BIO"),
+            lambda inputs: _predict_outputs(model, inputs, batch_size)["logits"],
             transition_scores(model),
         )
-        results = []
-        for text, spans, sentence in zip(texts, offsets, ids, strict=True):
-            tags = [labels[i] for i in sentence]
-            entities = [
-                {
-                    "type": kind,
-                    "start": spans[s][0],
-                    "end": spans[e - 1][1],
-                    "text": text[spans[s][0] : spans[e - 1][1]],
-                }
-                for kind, s, e in extract_entities(tags, options.get("scheme", "BIO"))
-            ]
-            results.append({"text": text, "entities": entities})
-        return results
     if contexts is None or len(contexts) != len(texts):
         raise KblError(
             "qa predictions need one context per question: give --question and "
