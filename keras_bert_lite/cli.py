@@ -532,6 +532,12 @@ def _cmd_predict(args) -> dict:
             examples = tasks.read_squad(args.input, require_answers=False)
             texts = [e.question for e in examples]
             contexts = [e.context for e in examples]
+        elif args.input.removesuffix(".gz").endswith(".conll"):
+            # Sentences of a CoNLL file, tags unused, as raw text: words joined by
+            # spaces (none between two CJK characters, as Chinese is written).
+            texts += [
+                tasks.join_words(words) for words, _ in tasks.read_conll(args.input)
+            ]
         elif args.input.removesuffix(".gz").endswith((".jsonl", ".csv", ".tsv")):
             # Task records, as fine-tuning reads them; labels are not needed.
             records = tasks.read_classification(args.input, require_labels=False)
@@ -864,7 +870,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--input",
-        help="a task file (.jsonl, .csv, .tsv: the fields fine-tuning reads, labels "
+        help="a task file (.jsonl, .csv, .tsv, .conll: what fine-tuning reads, labels "
         "not needed), a SQuAD .json for QA, or any other file: one text per line",
     )
     p.add_argument("--question", action="append", help="QA: a question (repeatable)")

@@ -112,12 +112,14 @@ def vocab(task_data, tmp_path_factory):
 
 
 # Sentence pairs are slow-marked: their packing is tested in test_task_data and
-# test_export, and each fine-tuning here costs about a minute on 2 cores.
+# test_export, and each fine-tuning here costs about a minute on 2 cores. So is mean
+# pooling (25 s): its head is tested in test_model (the average over real tokens,
+# every weight's gradient) and served in test_export; the loop is classify's.
 @pytest.mark.parametrize(
     "task",
     [
         "classify",
-        "classify-mean",
+        pytest.param("classify-mean", marks=pytest.mark.slow),
         pytest.param("pair", marks=pytest.mark.slow),
         "tag",
         "tag-crf",

@@ -177,6 +177,20 @@ def test_pairs_are_truncated_longest_first_from_the_end(tokenizer):
     assert f["labels"].tolist() == [0, 1, 0]
 
 
+def test_joined_words_split_back_into_the_same_words():
+    from keras_bert_lite.data.tasks import join_words, words_with_offsets
+
+    for words in (
+        ["Alice", "flew", "to", "Paris", "."],
+        ["中", "国", "人", "在", "New", "York", "，", "2", "0", "日", "。"],
+        ["李", "白"],
+        [],
+    ):
+        text = join_words(words)
+        assert [text[s:e] for s, e in words_with_offsets(text)] == words
+    assert join_words(["北", "京", "and", "上", "海"]) == "北京 and 上海"
+
+
 def test_classification_predictions_by_hand():
     p = np.array([[0.2, 0.7, 0.1], [0.3, 0.3, 0.4]])
     single = classification_predictions(["x", "y"], p, ["a", "b", "c"])

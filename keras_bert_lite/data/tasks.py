@@ -982,11 +982,28 @@ def merge_tagging_predictions(
     return merged
 
 
+_CJK = "\u3400-\u9fff\uf900-\ufaff"
+_CJK_CHAR = re.compile(f"[{_CJK}]")
+_WORD = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")
+
+
 def words_with_offsets(text: str) -> list[tuple[int, int]]:
     """The (start, end) character spans of raw text's words, as `kbl predict` tags
     them: runs of non-space characters, each CJK character a word of its own."""
-    cjk = "\u3400-\u9fff\uf900-\ufaff"
-    return [m.span() for m in re.finditer(rf"[{cjk}]|[^\s{cjk}]+", text)]
+    return [m.span() for m in _WORD.finditer(text)]
+
+
+def join_words(words: Sequence[str]) -> str:
+    """Words as raw text: joined by spaces, except between two CJK characters (as
+    Chinese is written), so that `words_with_offsets` gives the same words back."""
+    text = ""
+    for word in words:
+        if text and not (
+            _CJK_CHAR.fullmatch(text[-1]) and _CJK_CHAR.fullmatch(word[:1])
+        ):
+            text += " "
+        text += word
+    return text
 
 
 def word_scores(
