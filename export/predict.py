@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from keras_bert_lite import run as run_dir
 from keras_bert_lite.data import tasks
 from keras_bert_lite.errors import KblError
 from keras_bert_lite.export.manifest import read_manifest
@@ -153,19 +154,19 @@ def _threshold(manifest: dict) -> float:
     before it was recorded there) the run's."""
     if "threshold" in manifest:
         return float(manifest["threshold"])
-    from keras_bert_lite import run as run_dir
+    return float(_run_options(manifest).get("threshold", 0.5))
 
-    if os.path.isdir(manifest["run"]):
-        options = run_dir.read_config(manifest["run"]).get("task_options") or {}
-        return float(options.get("threshold", 0.5))
-    return 0.5
+
+def _run_options(manifest: dict) -> dict:
+    """The task_options of the run export.json names ({} when the run is gone):
+    where exports from before export.json recorded a setting find it."""
+    if not os.path.isdir(manifest["run"]):
+        return {}
+    return run_dir.read_config(manifest["run"]).get("task_options") or {}
 
 
 def _ids(manifest: dict, columns: list[list[str]]) -> dict[str, np.ndarray]:
     """The id inputs of raw texts, packed by the run's tokenizer as in training."""
-    from keras_bert_lite import run as run_dir
-    from keras_bert_lite.data import tasks
-
     run = _run_of(manifest)
     if len(columns) == 2:
         records = [{"text_a": a, "text_b": b} for a, b in zip(*columns, strict=True)]
@@ -190,12 +191,11 @@ def _entities(
     get no tags, and the text's result says where they begin (`truncated_at`, the
     character offset after the last word tagged), where the run would window it.
     """
-    from keras_bert_lite.data import tasks
     from keras_bert_lite.training.finetune import entities
 
     starts, ends = _piece_chars(texts, outputs)
     probabilities = np.asarray(outputs["probabilities"], np.float64)
-    scheme = manifest.get("scheme") or _scheme_of(labels)
+    scheme = _scheme(manifest)
     masks = tasks.allowed_transitions(labels, scheme)
     learned = _crf(manifest)
     window = int(manifest["seq_len"]) - 2
@@ -228,7 +228,6 @@ def _windowed_entities(
     """Entities from an ids-only tagger, fed the run's windows of each text (packed
     by its tokenizer as training packs them): what the run predicts, long texts
     included."""
-    from keras_bert_lite import run as run_dir
     from keras_bert_lite.training.finetune import tag_texts
 
     runner = _runner(path, entry, manifest)
@@ -237,7 +236,7 @@ def _windowed_entities(
         run_dir.load_tokenizer(_run_of(manifest)),
         int(manifest["seq_len"]),
         manifest["labels"],
-        manifest.get("scheme") or _scheme_of(manifest["labels"]),
+        _scheme(manifest),
         lambda inputs: runner({k: np.asarray(inputs[k], np.int32) for k in ID_INPUTS})[
             "logits"
         ],
@@ -248,10 +247,16 @@ def _windowed_entities(
 def _piece_chars(texts: Sequence[str], outputs: dict) -> tuple[np.ndarray, np.ndarray]:
     """[B, T] character spans of each piece in its text (-1 elsewhere): the
     SavedModel gives them; the .tflite file gives UTF-8 byte spans."""
-    from keras_bert_lite.data import tasks
-
     if "start" in outputs:
         return np.asarray(outputs["start"]), np.asarray(outputs["end"])
+    return _byte_spans_to_chars(texts, outputs)
+
+
+def _byte_spans_to_chars(
+    texts: Sequence[str], outputs: dict
+) -> tuple[np.ndarray, np.ndarray]:
+    """[B, T] character spans of the pieces whose UTF-8 byte spans in their text are
+    `piece_begin`/`piece_end` (-1 stays -1)."""
     begin, end = np.asarray(outputs["piece_begin"]), np.asarray(outputs["piece_end"])
     starts, ends = np.full_like(begin, -1), np.full_like(end, -1)
     for i, text in enumerate(texts):
@@ -261,9 +266,12 @@ def _piece_chars(texts: Sequence[str], outputs: dict) -> tuple[np.ndarray, np.nd
     return starts, ends
 
 
-def _scheme_of(labels: Sequence[str]) -> str:
-    """The tag scheme of exports from before export.json recorded it."""
-    return "BIOES" if any(t[:2] in ("E-", "S-") for t in labels) else "BIO"
+def _scheme(manifest: dict) -> str:
+    """A tagger's scheme: export.json's, or (exports from before it was recorded)
+    told by its tags."""
+    if manifest.get("scheme"):
+        return manifest["scheme"]
+    return "BIOES" if any(t[:2] in ("E-", "S-") for t in manifest["labels"]) else "BIO"
 
 
 def _run_of(manifest: dict) -> str:
@@ -283,15 +291,11 @@ def _crf(manifest: dict):
     crf = manifest.get("crf")
     if crf is not None:
         return tuple(np.asarray(crf[k]) for k in ("start", "transitions", "end"))
-    if "scheme" in manifest or not os.path.isdir(manifest["run"]):
+    if "scheme" in manifest or not _run_options(manifest).get("crf"):
         return None
-    from keras_bert_lite import run as run_dir
     from keras_bert_lite.training.finetune import transition_scores
 
-    options = run_dir.read_config(manifest["run"]).get("task_options") or {}
-    return (
-        transition_scores(run_dir.load(manifest["run"])) if options.get("crf") else None
-    )
+    return transition_scores(run_dir.load(manifest["run"]))
 
 
 def _answers(
@@ -305,9 +309,6 @@ def _answers(
     read the first window; where a context goes on past it, the answer says where
     reading stopped (`truncated_at`, the character after the last piece read).
     """
-    from keras_bert_lite import run as run_dir
-    from keras_bert_lite.data import tasks
-
     examples = [
         tasks.QAExample(id=str(i), question=q, context=c)
         for i, (q, c) in enumerate(zip(questions, contexts, strict=True))
@@ -354,26 +355,20 @@ def _first_windows(contexts: list[str], outputs: dict):
     """(`tasks.QAFeatures` of a raw-text QA export's one window per question, and
     per context the character after its last piece read, or None when it was read
     to the end)."""
-    from keras_bert_lite.data import tasks
-
-    begin, end = np.asarray(outputs["piece_begin"]), np.asarray(outputs["piece_end"])
-    token_to_char = np.full(begin.shape + (2,), -1, np.int32)
+    starts, ends = _byte_spans_to_chars(contexts, outputs)
     read_to = []
-    for i, context in enumerate(contexts):
-        piece = begin[i] >= 0
-        chars = tasks._bytes_to_chars(context, begin[i][piece], end[i][piece])
-        token_to_char[i][piece, 0], token_to_char[i][piece, 1] = chars[0], chars[1]
-        last = int(chars[1][-1]) if piece.any() else 0
+    for context, row in zip(contexts, ends, strict=True):
+        last = int(row.max(initial=0))  # the end of the last piece read
         read_to.append(last if context[last:].strip() else None)
     n = len(contexts)
     features = tasks.QAFeatures(
         token_ids=np.asarray(outputs["token_ids"]),
-        segment_ids=np.zeros_like(begin),
-        padding_mask=np.zeros_like(begin),
+        segment_ids=np.zeros_like(starts),
+        padding_mask=np.zeros_like(starts),
         start_positions=np.zeros(n, np.int32),
         end_positions=np.zeros(n, np.int32),
         example_index=np.arange(n, dtype=np.int32),
-        token_to_char=token_to_char,
-        max_context=begin >= 0,  # one window: every piece has its most context here
+        token_to_char=np.stack([starts, ends], -1).astype(np.int32),
+        max_context=starts >= 0,  # one window: every piece has its most context here
     )
     return features, read_to

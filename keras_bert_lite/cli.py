@@ -528,17 +528,18 @@ def _cmd_predict(args) -> dict:
     if args.input:
         from keras_bert_lite.data import tasks
 
+        kind = args.input.removesuffix(".gz")
         if args.input.endswith(".json"):  # SQuAD: questions on contexts
             examples = tasks.read_squad(args.input, require_answers=False)
             texts = [e.question for e in examples]
             contexts = [e.context for e in examples]
-        elif args.input.removesuffix(".gz").endswith(".conll"):
+        elif kind.endswith(".conll"):
             # Sentences of a CoNLL file, tags unused, as raw text: words joined by
             # spaces (none between two CJK characters, as Chinese is written).
             texts += [
                 tasks.join_words(words) for words, _ in tasks.read_conll(args.input)
             ]
-        elif args.input.removesuffix(".gz").endswith((".jsonl", ".csv", ".tsv")):
+        elif kind.endswith((".jsonl", ".csv", ".tsv")):
             # Task records, as fine-tuning reads them; labels are not needed.
             records = tasks.read_classification(args.input, require_labels=False)
             if "text_a" in records[0]:
