@@ -10,7 +10,9 @@ inside the file. Ids-only artefacts (model_ids.tflite, model.onnx, saved_model_i
 are fed the ids of `tokenize` from the run recorded in export.json, packed as
 training packs them. Labels (and a tagger's scheme and CRF transitions, a QA model's
 window settings and null threshold) come from export.json beside the artefact, and
-the outputs are decoded as `training.finetune.predict` decodes a run's.
+the outputs are decoded as `training.finetune.predict` decodes a run's (a tagger's
+raw-text SavedModel has done so in its graph already: its entities are read as they
+are).
 """
 
 from __future__ import annotations
@@ -132,6 +134,8 @@ def predict(
     else:
         inputs = _ids(manifest, columns)
     outputs = _runner(path, entry, manifest)(inputs)
+    if task == "tag" and "entity_type" in outputs:
+        return _served_entities(texts, outputs)
     if task == "tag":
         return _entities(texts, outputs, labels, manifest)
     kind = manifest["label_kind"]
@@ -218,6 +222,24 @@ def _entities(
                 scores[k] = np.log(np.maximum(probabilities[i, pieces[j]], 1e-30))
         tags = [labels[t] for t in tasks.viterbi_decode(scores, *masks, learned)]
         result["entities"] = entities(text, spans, tags, scheme)
+        results.append(result)
+    return results
+
+
+def _served_entities(texts: Sequence[str], outputs: dict) -> list[dict]:
+    """Entities as the raw-text SavedModel decodes them in its graph
+    (`export.tag_graph`, the decoding of `_entities`)."""
+    columns = ("entity_type", "entity_start", "entity_end", "entity_text")
+    results = []
+    for i, text in enumerate(texts):
+        result: dict = {"text": text}
+        if outputs["truncated_at"][i] >= 0:
+            result["truncated_at"] = int(outputs["truncated_at"][i])
+        result["entities"] = [
+            {"type": kind.decode(), "start": int(s), "end": int(e), "text": t.decode()}
+            for kind, s, e, t in zip(*(outputs[c][i] for c in columns), strict=True)
+            if kind
+        ]
         results.append(result)
     return results
 

@@ -85,7 +85,7 @@ class ExportSource:
                 if self.label_kind == "multi_label"
                 else {}
             ),
-            **(self._decoding() if self.task == "tag" else {}),
+            **(self.decoding() if self.task == "tag" else {}),
             **(
                 {
                     key: self.options[key]
@@ -97,7 +97,7 @@ class ExportSource:
             ),
         }
 
-    def _decoding(self) -> dict[str, Any]:
+    def decoding(self) -> dict[str, Any]:
         """What a tagger's exports need to decode words as the run does: the tag
         scheme, and a CRF's learned transition scores."""
         from keras_bert_lite.training.finetune import transition_scores

@@ -8,8 +8,12 @@ Signatures of the raw-text model:
 - `serving_default`: raw strings (`text` [+ `text_pair`]; QA `question`, `context`),
   the run's tokenizer inside (tensorflow-text ops), task outputs ready to use:
   classification `label`, `probabilities`, `labels` (+ `predicted` for multi-label;
-  `value` for regression); tagging per-piece `tag_ids`, `tags` (each piece's most
-  probable), `probabilities`, character offsets; QA `answer` with character offsets
+  `value` for regression); tagging the run's entities (`entity_type`,
+  `entity_text`, character `entity_start`/`entity_end`, [B, E] padded with "" and
+  -1), each word's tag (`word_tags`, `word_spans`) and `truncated_at`, decoded in
+  the graph as the run decodes (`tag_graph`), beside per-piece `tag_ids`, `tags`
+  (each piece's most probable), `probabilities`, character offsets; QA `answer`
+  with character offsets
   and `score` (the best span of the first window), with the `start_logits`,
   `end_logits`, `token_ids` and context pieces' UTF-8 `piece_begin`/`piece_end`
   that `kbl predict` decodes as the run does.
@@ -26,13 +30,15 @@ signature alone is also written as a model of its own (`ids_only=True`), whose
 The graphs need only `tensorflow` (and `tensorflow_text` for the raw-text model);
 no keras_bert_lite code is saved or imported.
 
-B = batch, T = seq_len, K = labels.
+B = batch, T = seq_len, K = labels, E = entities.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+
+import numpy as np
 
 from keras_bert_lite.errors import KblError
 from keras_bert_lite.export import manifest
@@ -68,7 +74,7 @@ def build_functions(source: ExportSource) -> dict[str, Callable]:
     "serving_default"}, each taking tensors positionally."""
     import tensorflow as tf
 
-    from keras_bert_lite.export import text_graph
+    from keras_bert_lite.export import tag_graph, text_graph
 
     model, tokenizer, seq_len = source.model, source.tokenizer, source.seq_len
     options = source.options
@@ -128,12 +134,31 @@ def build_functions(source: ExportSource) -> dict[str, Callable]:
         [t.startswith("##") for t in tokenizer.vocabulary], tf.bool
     )
 
+    decoding = source.decoding() if source.task == "tag" else {}
+    crf = decoding.get("crf")
+    if crf is not None:
+        crf = tuple(np.asarray(crf[k]) for k in ("start", "transitions", "end"))
+
     def tag(text):
         features = features_of(text, offsets=True)
         probabilities = run_model(features)["probabilities"]  # [B, T, K]
         piece = features["piece_begin"] >= 0  # [B, T]: a piece of the text
         tag_ids = tf.where(piece, tf.argmax(probabilities, -1, tf.int32), -1)
+        start = text_graph.bytes_to_chars(text, features["piece_begin"])
+        end = text_graph.bytes_to_chars(text, features["piece_end"])
+        # The run's words, tags and entities: what `kbl predict` gives for the run.
+        decoded = tag_graph.decode(
+            text,
+            start,
+            end,
+            probabilities,
+            source.labels,
+            decoding["scheme"],
+            seq_len,
+            crf,
+        )
         return {
+            **decoded,
             "token_ids": features["token_ids"],
             "tag_ids": tag_ids,
             "tags": tf.where(piece, tf.gather(names, tf.maximum(tag_ids, 0)), ""),
@@ -141,8 +166,8 @@ def build_functions(source: ExportSource) -> dict[str, Callable]:
             # Pieces that begin a word (not a ## continuation): a word's tag is
             # the tag of its first piece, as training labels it.
             "word_start": piece & ~tf.gather(continuation, features["token_ids"]),
-            "start": text_graph.bytes_to_chars(text, features["piece_begin"]),
-            "end": text_graph.bytes_to_chars(text, features["piece_end"]),
+            "start": start,
+            "end": end,
         }
 
     def answer(question, context):

@@ -769,10 +769,13 @@ def test_a_crf_taggers_export_predicts_the_entities_its_run_predicts(tmp_path, c
     entities changed on export (26 of 151 MSRA dev sentences of a tiny model), and
     refused ids-only taggers. A raw-text export says where it stopped reading a
     long text; an ids-only one is fed the run's windows."""
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (the tokenizer's ops)
+
     from keras_bert_lite import cli
     from keras_bert_lite import run as run_dir
     from keras_bert_lite.data import tasks
-    from keras_bert_lite.export import tflite
+    from keras_bert_lite.export import saved_model, tflite
     from keras_bert_lite.export.predict import predict as predict_exported
     from keras_bert_lite.io import read_json
     from keras_bert_lite.text import learn_vocabulary
@@ -814,6 +817,18 @@ def test_a_crf_taggers_export_predicts_the_entities_its_run_predicts(tmp_path, c
     cut = got[long]["truncated_at"]
     assert 0 < cut < len(texts[long])
     assert all(entity["end"] <= cut for entity in got[long]["entities"])
+    # The SavedModel decodes in its graph, so TF Serving answers with the same
+    # entities (and the same truncated_at) without kbl.
+    served = saved_model(run, str(tmp_path / "export"), warmup=False)
+    signature = tf.saved_model.load(served).signatures["serving_default"]
+    out = signature(text=tf.constant(texts))
+    assert [[t.decode() for t in row if t] for row in out["entity_text"].numpy()] == [
+        [entity["text"] for entity in row["entities"]] for row in got
+    ]
+    assert out["truncated_at"].numpy().tolist() == [
+        row.get("truncated_at", -1) for row in got
+    ]
+    assert predict_exported(served, texts) == got
     # An ids-only export is fed the run's windows: the run's entities, all of them.
     ids_only = tflite(run, str(tmp_path / "export"), ids_only=True)
     assert predict_exported(ids_only, texts) == want

@@ -982,7 +982,10 @@ def merge_tagging_predictions(
     return merged
 
 
-_CJK = "\u3400-\u9fff\uf900-\ufaff"
+# The CJK characters that raw text splits into words of their own (as the tokenizer
+# splits them); `export.tag_graph` reads the same ranges.
+CJK_RANGES = ((0x3400, 0x9FFF), (0xF900, 0xFAFF))
+_CJK = "".join(f"{chr(low)}-{chr(high)}" for low, high in CJK_RANGES)
 _CJK_CHAR = re.compile(f"[{_CJK}]")
 _WORD = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")
 
