@@ -134,10 +134,8 @@ def predict(
     else:
         inputs = _ids(manifest, columns)
     outputs = _runner(path, entry, manifest)(inputs)
-    if task == "tag" and "entity_type" in outputs:
-        return _served_entities(texts, outputs)
     if task == "tag":
-        return _entities(texts, outputs, labels, manifest)
+        return tagged(texts, outputs, manifest)
     kind = manifest["label_kind"]
     if kind == "regression":
         probabilities = outputs.get("value", outputs.get("probabilities"))
@@ -226,6 +224,15 @@ def _entities(
     return results
 
 
+def tagged(texts: Sequence[str], outputs: dict, manifest: dict) -> list[dict]:
+    """Entities (and `truncated_at`) from a raw-text tagger's outputs on `texts`:
+    the SavedModel's own decoding, or the .tflite file's per-piece outputs decoded
+    as the run decodes."""
+    if "entity_type" in outputs:
+        return _served_entities(texts, outputs)
+    return _entities(texts, outputs, manifest["labels"], manifest)
+
+
 def _served_entities(texts: Sequence[str], outputs: dict) -> list[dict]:
     """Entities as the raw-text SavedModel decodes them in its graph
     (`export.tag_graph`, the decoding of `_entities`)."""
@@ -233,7 +240,7 @@ def _served_entities(texts: Sequence[str], outputs: dict) -> list[dict]:
     results = []
     for i, text in enumerate(texts):
         result: dict = {"text": text}
-        if outputs["truncated_at"][i] >= 0:
+        if "truncated_at" in outputs and outputs["truncated_at"][i] >= 0:
             result["truncated_at"] = int(outputs["truncated_at"][i])
         result["entities"] = [
             {"type": kind.decode(), "start": int(s), "end": int(e), "text": t.decode()}
@@ -337,26 +344,38 @@ def _answers(
     ]
     threshold = float(manifest.get("null_threshold", 0.0))
     runner = _runner(path, entry, manifest)
-    if entry["inputs"] != "text":
-        features = tasks.encode_squad(
-            examples,
-            run_dir.load_tokenizer(_run_of(manifest)),
-            int(manifest["seq_len"]),
-            int(manifest.get("doc_stride", 128)),
-            int(manifest.get("max_query_len", 64)),
-        )
-        outputs = runner(
-            {k: np.asarray(getattr(features, k), np.int32) for k in ID_INPUTS}
-        )
-        read_to = [None] * len(examples)  # every window read
-    else:
+    if entry["inputs"] == "text":
         outputs = runner(
             {
                 "question": np.array(questions, dtype=object),
                 "context": np.array(contexts, dtype=object),
             }
         )
-        features, read_to = _first_windows(contexts, outputs)
+        return first_window_answers(examples, outputs, threshold)
+    features = tasks.encode_squad(
+        examples,
+        run_dir.load_tokenizer(_run_of(manifest)),
+        int(manifest["seq_len"]),
+        int(manifest.get("doc_stride", 128)),
+        int(manifest.get("max_query_len", 64)),
+    )
+    outputs = runner({k: np.asarray(getattr(features, k), np.int32) for k in ID_INPUTS})
+    return _decoded(examples, features, outputs, threshold, [None] * len(examples))
+
+
+def first_window_answers(
+    examples: Sequence[tasks.QAExample], outputs: dict, threshold: float
+) -> list[dict]:
+    """Answers from a raw-text QA artefact's outputs on `examples` (one window per
+    question, as the file reads it), decoded as the run decodes; `truncated_at`
+    where the context goes on past the window."""
+    features, read_to = _first_windows([ex.context for ex in examples], outputs)
+    return _decoded(examples, features, outputs, threshold, read_to)
+
+
+def _decoded(examples, features, outputs: dict, threshold: float, read_to: list):
+    """`tasks.decode_squad`'s answers, one dict per question in order, with the
+    question and (where not None) `truncated_at`."""
     answers = tasks.decode_squad(
         features,
         outputs["start_logits"],

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_bert_lite.data import tasks
+from keras_bert_lite.export import text_graph
 
 _FAR = 2**30  # past any character offset: padding for sorted offset tables
 _FORBIDDEN = -1e9  # as `tasks.viterbi_decode`
@@ -76,9 +77,10 @@ def viterbi(scores, lengths, labels: Sequence[str], scheme: str, crf=None):
     start_score = tf.constant(np.where(start, learned[0], _FORBIDDEN), tf.float64)
     penalty = tf.constant(np.where(trans, learned[1], _FORBIDDEN), tf.float64)
     end_score = tf.constant(np.where(end, learned[2], _FORBIDDEN), tf.float64)
-    # One word of padding, so that the first step exists in an empty batch.
-    steps = tf.transpose(tf.pad(scores, [[0, 0], [0, 1], [0, 0]]), [1, 0, 2])
-    width = tf.shape(steps)[0]  # W + 1
+    # Two words of padding: the scans below have a step even without words (a
+    # graph cannot stack an empty scan's outputs).
+    steps = tf.transpose(tf.pad(scores, [[0, 0], [0, 2], [0, 0]]), [1, 0, 2])
+    width = tf.shape(steps)[0]  # W + 2
     identity = tf.broadcast_to(tf.range(k, dtype=tf.int32), tf.shape(steps[0]))
 
     def forward(carry, inputs):
@@ -96,16 +98,15 @@ def viterbi(scores, lengths, labels: Sequence[str], scheme: str, crf=None):
     scores_after, back = tf.scan(
         forward, (steps[1:], tf.range(1, width)), initializer=(first, identity)
     )
-    final = tf.concat([first[None], scores_after], 0)[-1]
-    last = tf.argmax(final + end_score, -1, tf.int32)  # [B]
+    last = tf.argmax(scores_after[-1] + end_score, -1, tf.int32)  # [B]
     earlier = tf.scan(
         lambda tag, pointers: tf.gather(pointers, tag, batch_dims=1),
         back,
         initializer=last,
         reverse=True,
-    )  # [W, B]: word t's tag
-    tags = tf.transpose(tf.concat([earlier, last[None]], 0))[:, :-1]  # [B, W]
-    return tf.where(tf.range(width - 1)[None, :] < lengths[:, None], tags, -1)
+    )  # [W + 1, B]: word t's tag
+    tags = tf.transpose(earlier)[:, :-1]  # [B, W]
+    return tf.where(tf.range(width - 2)[None, :] < lengths[:, None], tags, -1)
 
 
 def decode(
@@ -115,7 +116,7 @@ def decode(
     probabilities,
     labels: Sequence[str],
     scheme: str,
-    seq_len: int,
+    seq_len: int | None,
     crf=None,
 ) -> dict:
     """The run's entities from a raw-text tagger's outputs, as `kbl predict`
@@ -127,32 +128,39 @@ def decode(
             text, -1 at [CLS], [SEP] and padding (the pieces sit at 1 .. n).
         probabilities: [B, T, K] per-piece tag probabilities.
         labels, scheme, crf: as `viterbi`.
-        seq_len: T; a text with seq_len - 2 pieces was cut there.
+        seq_len: T, where a text with seq_len - 2 pieces was cut there; None
+            where every piece of every text is given (windows merged).
 
     Returns:
         `entity_type`, `entity_text` string [B, E], `entity_start`, `entity_end`
         int32 [B, E] (character offsets; "" and -1 past a text's entities);
         `word_tags` string [B, W] and `word_spans` int32 [B, W, 2]: each word read
-        and its tag; `truncated_at` int32 [B]: the character after the last word
-        tagged in a text cut at seq_len - 2 pieces, -1 for texts read to the end.
+        and its tag; with a `seq_len`, `truncated_at` int32 [B]: the character
+        after the last word tagged in a text cut at seq_len - 2 pieces, -1 for
+        texts read to the end.
     """
+    # One more position, past every piece: the tables below are never empty.
+    piece_start = tf.pad(piece_start, [[0, 0], [0, 1]], constant_values=-1)
+    probabilities = tf.pad(probabilities, [[0, 0], [0, 1], [0, 0]])
     starts, ends = word_spans(texts)  # [B, W]
     is_word = starts >= 0
     num_words = tf.reduce_sum(tf.cast(is_word, tf.int32), 1)
     is_piece = piece_start >= 0
     num_pieces = tf.reduce_sum(tf.cast(is_piece, tf.int32), 1)
-    # A full window: the words from the end of its last piece on are not read.
-    last_piece_end = tf.gather(piece_end, num_pieces, batch_dims=1)
-    full = (num_pieces >= seq_len - 2) & (num_words > 0)
-    read = is_word & (~full[:, None] | (starts < last_piece_end[:, None]))
+    read = is_word
+    if seq_len is not None:
+        # A full window: the words from the end of its last piece on are not read.
+        last_piece_end = tf.gather(piece_end, num_pieces, batch_dims=1)
+        full = (num_pieces >= seq_len - 2) & (num_words > 0)
+        read = is_word & (~full[:, None] | (starts < last_piece_end[:, None]))
     lengths = tf.reduce_sum(tf.cast(read, tf.int32), 1)
     last_word_end = tf.gather(ends, tf.maximum(lengths - 1, 0), batch_dims=1)
     truncated_at = tf.where(
         lengths < num_words, tf.where(lengths > 0, last_word_end, 0), -1
     )
     # A word's score: the log-probabilities at its first piece, zeros without one.
-    table = tf.where(is_piece, piece_start, _FAR)[:, 1:]  # [B, T - 1], ascending
-    first = tf.searchsorted(table, starts, side="left", out_type=tf.int32)
+    table = tf.where(is_piece, piece_start, _FAR)[:, 1:]  # [B, T], ascending
+    first = text_graph.searchsorted(table, starts)
     first = tf.minimum(first, tf.shape(table)[1] - 1)
     has_piece = read & (tf.gather(table, first, batch_dims=1) < ends)
     log_p = tf.math.log(tf.maximum(tf.cast(probabilities, tf.float64), 1e-30))
@@ -168,7 +176,8 @@ def decode(
     entities["word_spans"] = tf.stack(
         [tf.where(tagged, starts, -1), tf.where(tagged, ends, -1)], -1
     )
-    entities["truncated_at"] = truncated_at
+    if seq_len is not None:
+        entities["truncated_at"] = truncated_at
     return entities
 
 

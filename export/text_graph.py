@@ -15,6 +15,7 @@ B = batch, T = seq_len, P = word pieces in the whole batch.
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from keras_bert_lite.data.tasks import CLS_ID, PAD_ID, SEP_ID
@@ -169,6 +170,98 @@ def encode_single(
     return features
 
 
+class Windows:
+    """Every text's pieces as overlapping windows of seq_len - 2 pieces, half a
+    window apart, the last one reaching the end (as `tasks.encode_tagging` windows
+    a sentence), each packed `[CLS] pieces [SEP]`.
+
+    R = windows in the batch. `features`: the three int32 [R, T] model inputs;
+    `count` [B]: each text's windows, `first_row` [B]: the row of its first;
+    `pieces`: the batch's `Pieces` (with offsets).
+    """
+
+    def __init__(self, tokenizer, texts, seq_len: int):
+        self.size = seq_len - 2
+        self.stride = max(1, self.size // 2)
+        self.pieces = pieces = Pieces(tokenizer, texts, offsets=True)
+        n = pieces.lengths
+        past = tf.maximum(n - self.size, 0)
+        self.count = 1 + (past + self.stride - 1) // self.stride  # [B]
+        self.first_row = tf.cumsum(self.count, exclusive=True)  # [B]
+        text = tf.repeat(tf.range(tf.shape(n)[0]), self.count)  # [R]
+        start = (tf.range(tf.shape(text)[0]) - tf.gather(self.first_row, text)) * (
+            self.stride
+        )
+        length = tf.minimum(self.size, tf.gather(n, text) - start)[:, None]  # [R, 1]
+        position = tf.range(seq_len, dtype=tf.int32)[None, :]
+        in_window = (position >= 1) & (position <= length)
+        token_ids = _take(
+            pieces.ids,
+            tf.gather(pieces.starts, text) + start,
+            position - 1,
+            in_window,
+            PAD_ID,
+        )
+        token_ids = tf.where(position == 0, CLS_ID, token_ids)
+        token_ids = tf.where(position == length + 1, SEP_ID, token_ids)
+        inside = position <= length + 1
+        self.features = {
+            "token_ids": tf.where(inside, token_ids, PAD_ID),
+            "segment_ids": tf.zeros_like(token_ids),
+            "padding_mask": tf.cast(inside, tf.int32),
+        }
+
+    def _piece_index(self):
+        """[1, P]: 0 .. P - 1, P the longest text's pieces."""
+        return tf.range(tf.reduce_max(tf.concat([self.pieces.lengths, [0]], 0)))[None]
+
+    def owners(self, num_pieces: int | None = None):
+        """(row [B, P], position [B, P]): for each piece of each text (P = the
+        longest text's pieces), the window where it has the most context on its
+        shorter side (ties to the earlier window) and its position there, as
+        `tasks._max_context_window`; (0, 0) past a text's pieces."""
+        n, p = self.pieces.lengths[:, None], self._piece_index()  # [B, 1], [1, P]
+        last = self.count[:, None] - 1
+        # The windows that can hold piece p: at most size / stride + 1 of them,
+        # ending with window p // stride; in ascending order, so argmax picks the
+        # earlier on a tie.
+        reach = -(-self.size // self.stride) + 1
+        window = tf.minimum(p // self.stride, last)[..., None] - tf.range(
+            reach - 1, -1, -1
+        )  # [B, P, C]
+        start = window * self.stride
+        length = tf.minimum(self.size, n[..., None] - start)
+        at = p[..., None]
+        holds = (window >= 0) & (at >= start) & (at < start + length)
+        context = tf.minimum(at - start, start + length - 1 - at)
+        score = tf.cast(context, tf.float64) + 0.01 * tf.cast(length, tf.float64)
+        score = tf.where(holds, score, -np.inf)
+        owner = tf.gather(window, tf.argmax(score, -1, tf.int32), batch_dims=2)
+        real = p < n
+        row = tf.where(real, self.first_row[:, None] + owner, 0)
+        position = tf.where(real, p - owner * self.stride + 1, 0)
+        return row, position
+
+    def first_window(self, values, fill: int):
+        """[B, P] per-piece values -> [B, T] as each text's first window holds
+        them: position t has piece t - 1, `fill` at [CLS], [SEP] and padding."""
+        width = tf.shape(self.features["token_ids"])[1]
+        position = tf.range(width)[None, :]  # [1, T]
+        read = tf.minimum(self.pieces.lengths, self.size)[:, None]
+        valid = (position >= 1) & (position <= read)
+        # One `fill` column past the pieces, for the positions that hold none.
+        padded = tf.pad(values, [[0, 0], [0, 1]], constant_values=fill)
+        index = tf.where(valid, position - 1, tf.shape(values)[1])
+        return tf.gather(padded, index, batch_dims=1)
+
+    def piece_spans(self, texts):
+        """Character (start, end) of every piece of each text, int32 [B, P] (-1 past
+        a text's pieces)."""
+        p = self._piece_index()
+        begin, end = self.pieces.byte_offsets(p, p < self.pieces.lengths[:, None])
+        return bytes_to_chars(texts, begin), bytes_to_chars(texts, end)
+
+
 def encode_pair(tokenizer, texts, pairs, seq_len: int, fit: bool = False) -> dict:
     """`[CLS] text [SEP] text_pair [SEP]` features, truncated longest-first, as
     `tasks.encode_classification` on `text_a`/`text_b` records; with `fit`, packed
@@ -216,5 +309,11 @@ def bytes_to_chars(strings, offsets):
     # One sentinel column keeps the table non-empty when every string is empty.
     table = tf.concat([table, tf.fill([tf.shape(table)[0], 1], _FAR)], 1)
     # A character's index is how many characters start before its first byte.
-    chars = tf.searchsorted(table, offsets, side="left", out_type=tf.int32)
-    return tf.where(offsets >= 0, chars, -1)
+    return tf.where(offsets >= 0, searchsorted(table, offsets), -1)
+
+
+def searchsorted(table, values):
+    """`tf.searchsorted(table, values, side="left")` as int32 [B, N], also for
+    N = 0 (which tf.searchsorted cannot reshape when B is 0)."""
+    padded = tf.pad(values, [[0, 0], [0, 1]])
+    return tf.searchsorted(table, padded, side="left", out_type=tf.int32)[:, :-1]

@@ -10,10 +10,10 @@ Signatures of the raw-text model:
   classification `label`, `probabilities`, `labels` (+ `predicted` for multi-label;
   `value` for regression); tagging the run's entities (`entity_type`,
   `entity_text`, character `entity_start`/`entity_end`, [B, E] padded with "" and
-  -1), each word's tag (`word_tags`, `word_spans`) and `truncated_at`, decoded in
-  the graph as the run decodes (`tag_graph`), beside per-piece `tag_ids`, `tags`
-  (each piece's most probable), `probabilities`, character offsets; QA `answer`
-  with character offsets
+  -1) and each word's tag (`word_tags`, `word_spans`), from every window of a text
+  and decoded in the graph as the run decodes (`text_graph.Windows`, `tag_graph`),
+  beside the first window's per-piece `tag_ids`, `tags` (each piece's most
+  probable), `probabilities`, character offsets; QA `answer` with character offsets
   and `score` (the best span of the first window), with the `start_logits`,
   `end_logits`, `token_ids` and context pieces' UTF-8 `piece_begin`/`piece_end`
   that `kbl predict` decodes as the run does.
@@ -80,7 +80,7 @@ def build_functions(source: ExportSource) -> dict[str, Callable]:
     options = source.options
     names = tf.constant(source.labels or [""], tf.string)  # [K]
 
-    def features_of(*texts, offsets=False, fit=False):
+    def features_of(*texts, fit=False):
         if source.task == "qa":
             return text_graph.encode_question(
                 tokenizer,
@@ -91,7 +91,7 @@ def build_functions(source: ExportSource) -> dict[str, Callable]:
             )
         if source.pair:
             return text_graph.encode_pair(tokenizer, texts[0], texts[1], seq_len, fit)
-        return text_graph.encode_single(tokenizer, texts[0], seq_len, offsets, fit)
+        return text_graph.encode_single(tokenizer, texts[0], seq_len, fit=fit)
 
     def run_model(features):
         outputs = model({k: features[k] for k in ID_INPUTS}, training=False)
@@ -140,34 +140,42 @@ def build_functions(source: ExportSource) -> dict[str, Callable]:
         crf = tuple(np.asarray(crf[k]) for k in ("start", "transitions", "end"))
 
     def tag(text):
-        features = features_of(text, offsets=True)
-        probabilities = run_model(features)["probabilities"]  # [B, T, K]
-        piece = features["piece_begin"] >= 0  # [B, T]: a piece of the text
-        tag_ids = tf.where(piece, tf.argmax(probabilities, -1, tf.int32), -1)
-        start = text_graph.bytes_to_chars(text, features["piece_begin"])
-        end = text_graph.bytes_to_chars(text, features["piece_end"])
+        # Every window of every text through the model, as the run windows a long
+        # sentence; each piece read from the window where it has the most context.
+        windows = text_graph.Windows(tokenizer, text, seq_len)
+        per_window = run_model(windows.features)["probabilities"]  # [R, T, K]
+        row, position = windows.owners()
+        per_piece = tf.gather_nd(per_window, tf.stack([row, position], -1))
+        start, end = windows.piece_spans(text)  # [B, P]
         # The run's words, tags and entities: what `kbl predict` gives for the run.
+        # (`decode` takes the pieces at 1 .. n, as in a window.)
         decoded = tag_graph.decode(
             text,
-            start,
-            end,
-            probabilities,
+            tf.pad(start, [[0, 0], [1, 0]], constant_values=-1),
+            tf.pad(end, [[0, 0], [1, 0]], constant_values=-1),
+            tf.pad(per_piece, [[0, 0], [1, 0], [0, 0]]),
             source.labels,
             decoding["scheme"],
-            seq_len,
+            None,
             crf,
         )
+        # The per-piece outputs: the first window's.
+        token_ids = tf.gather(windows.features["token_ids"], windows.first_row)
+        probabilities = tf.gather(per_window, windows.first_row)  # [B, T, K]
+        first_start = windows.first_window(start, -1)  # [B, T]
+        piece = first_start >= 0  # a piece of the text
+        tag_ids = tf.where(piece, tf.argmax(probabilities, -1, tf.int32), -1)
         return {
             **decoded,
-            "token_ids": features["token_ids"],
+            "token_ids": token_ids,
             "tag_ids": tag_ids,
             "tags": tf.where(piece, tf.gather(names, tf.maximum(tag_ids, 0)), ""),
             "probabilities": probabilities,
             # Pieces that begin a word (not a ## continuation): a word's tag is
             # the tag of its first piece, as training labels it.
-            "word_start": piece & ~tf.gather(continuation, features["token_ids"]),
-            "start": start,
-            "end": end,
+            "word_start": piece & ~tf.gather(continuation, token_ids),
+            "start": first_start,
+            "end": windows.first_window(end, -1),
         }
 
     def answer(question, context):

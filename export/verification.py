@@ -7,9 +7,12 @@ latency of one input at a time (batch 1, one thread), median and 95th percentile
 
 Raw-text artefacts are fed the file's raw strings, so their numbers include the
 in-graph tokenizer; they also report whether their token ids equal the training
-pipeline's for every input. Raw-text parity is measured for classification; for
-tagging and QA (whose training features are windows of words) the raw-text artefacts
-are checked through their id inputs elsewhere and listed as skipped here.
+pipeline's for every input. A tagger's raw-text artefacts are fed each sentence's
+words joined as written, a QA model's the question and context, and are decoded as
+`kbl predict` decodes them; those that read one window (all but a tagger's
+SavedModel) score a longer record as far as they read it (`truncated` says how
+many), and their parity is measured on the records that training packs in one
+window (`compared`).
 """
 
 from __future__ import annotations
@@ -67,6 +70,12 @@ def _metric_of(task: str, kind: str, metrics: dict) -> tuple[str, float]:
         key = "micro_f1" if kind == "multi_label" else "macro_f1"
         return key, metrics[key]
     return "f1", metrics["f1"]
+
+
+def _beside(metrics: dict) -> dict:
+    """What a format's row reports beside its metric: classification accuracy,
+    QA exact match."""
+    return {k: metrics[k] for k in ("accuracy", "exact") if k in metrics}
 
 
 def _max_difference(source: ExportSource, reference, outputs, mask) -> float:
@@ -252,7 +261,9 @@ def verify(
     }
     for entry in manifest["formats"]:
         path = os.path.join(export_dir, entry["path"])
-        rows = _verify_entry(entry, path, source, encoded, records, reference, mask)
+        rows = _verify_entry(
+            entry, path, source, manifest, encoded, records, reference, mask
+        )
         for name, row in rows.items():
             row.setdefault(
                 "bytes", manifests.size_of(path) if os.path.exists(path) else None
@@ -265,7 +276,9 @@ def verify(
     return report
 
 
-def _verify_entry(entry, path, source, encoded, records, reference, mask) -> dict:
+def _verify_entry(
+    entry, path, source, manifest, encoded, records, reference, mask
+) -> dict:
     from keras_bert_lite.training import finetune
 
     name = entry["name"]
@@ -283,10 +296,9 @@ def _verify_entry(entry, path, source, encoded, records, reference, mask) -> dic
             ]
             checks.append((name, "text", run_text, inputs))
         else:
-            rows[name] = {
-                "input": "text",
-                "skipped": "raw-text parity is measured for classification only",
-            }
+            rows[name] = _raw_text_row(
+                entry, source, manifest, run_text, encoded, reference
+            )
     if run_ids is not None:
         label = name if run_text is None else f"{name}:ids"
         checks.append((label, "ids", run_ids, _id_rows(encoded.inputs)))
@@ -311,7 +323,7 @@ def _verify_entry(entry, path, source, encoded, records, reference, mask) -> dic
             "input": kind,
             "max_abs_diff": _max_difference(source, reference, stacked, mask),
             metric_name: value,
-            **({"accuracy": metrics["accuracy"]} if "accuracy" in metrics else {}),
+            **_beside(metrics),
             "latency_ms": {
                 "p50": float(np.percentile(ms, 50)),
                 "p95": float(np.percentile(ms, 95)),
@@ -324,6 +336,111 @@ def _verify_entry(entry, path, source, encoded, records, reference, mask) -> dic
             )
         rows[label] = row
     return rows
+
+
+def _raw_text_row(entry, source, manifest, run_text, encoded, reference) -> dict:
+    """A raw-text tagger or QA artefact, fed each record as raw text (a sentence's
+    words joined as written; a question and its context) and decoded as `kbl
+    predict` decodes it: the task metric over every record (a file that reads one
+    window scores a longer record on what it read: `truncated` counts them), and
+    the largest |difference| of the first window's outputs from the Keras model on
+    the records that training packs in one window with the same token ids
+    (`compared`)."""
+    from keras_bert_lite.data import tasks
+    from keras_bert_lite.export.predict import first_window_answers, tagged
+    from keras_bert_lite.training import metrics as m
+
+    records = encoded.records
+    if source.task == "tag":
+        joined = [tasks.join_words_with_offsets(words) for words, _ in records]
+        inputs = [{"text": np.array([text], dtype=object)} for text, _ in joined]
+        window_of = encoded.features.sentence_index
+        compared_keys = ("probabilities",)
+    else:
+        inputs = [
+            {
+                "question": np.array([ex.question], dtype=object),
+                "context": np.array([ex.context], dtype=object),
+            }
+            for ex in records
+        ]
+        window_of = encoded.features.example_index
+        compared_keys = ("start_logits", "end_logits")
+    outputs, seconds = _timed([lambda x=x: run_text(x) for x in inputs])
+    if source.task == "tag":
+        scheme = str(source.options.get("scheme", "BIO"))
+        results = [
+            tagged([text], out, manifest)[0]
+            for (text, _), out in zip(joined, outputs, strict=True)
+        ]
+        predicted = [
+            _word_tags(spans, result["entities"], scheme)
+            for (_, spans), result in zip(joined, results, strict=True)
+        ]
+        metrics = m.entity_metrics([tags for _, tags in records], predicted, scheme)
+    else:
+        threshold = float(source.options.get("null_threshold", 0.0))
+        results = first_window_answers(records, _stack(outputs), threshold)
+        metrics = m.squad_metrics(
+            {ex.id: r["text"] for ex, r in zip(records, results, strict=True)},
+            {ex.id: [text for text, _ in ex.answers] for ex in records},
+        )
+    # Parity where the first window is training's only window of the record.
+    windows = np.bincount(window_of, minlength=len(records))
+    worst, compared, same_ids = 0.0, 0, True
+    for i, out in enumerate(outputs):
+        if windows[i] != 1:
+            continue
+        f = int(np.flatnonzero(window_of == i)[0])
+        if not np.array_equal(out["token_ids"][0], encoded.inputs["token_ids"][f]):
+            same_ids = False
+            continue
+        real = np.asarray(encoded.inputs["padding_mask"][f]).astype(bool)
+        for key in compared_keys:
+            got = np.asarray(out[key][0], np.float64)[real]
+            want = np.asarray(reference[key][f], np.float64)[real]
+            if not np.all(np.isfinite(got)):
+                worst = float("nan")
+            elif worst == worst:  # not nan yet
+                worst = max(worst, float(np.abs(got - want).max(initial=0.0)))
+        compared += 1
+    ms = np.asarray(seconds) * 1000.0
+    metric_name, value = _metric_of(source.task, source.label_kind, metrics)
+    return {
+        "input": "text",
+        "max_abs_diff": worst if compared else float("nan"),
+        metric_name: value,
+        **_beside(metrics),
+        "latency_ms": {
+            "p50": float(np.percentile(ms, 50)),
+            "p95": float(np.percentile(ms, 95)),
+        },
+        "quantize": entry.get("quantize", "none"),
+        "token_ids_match": same_ids,
+        "compared": compared,
+        "truncated": sum("truncated_at" in r for r in results),
+    }
+
+
+def _word_tags(spans, entities: list[dict], scheme: str) -> list[str]:
+    """Tags of the words at character `spans` for the entities found in their
+    text: the words each entity covers, tagged in the scheme."""
+    tags = ["O"] * len(spans)
+    for entity in entities:
+        inside = [
+            i
+            for i, (start, end) in enumerate(spans)
+            if start >= entity["start"] and end <= entity["end"]
+        ]
+        if not inside:
+            continue
+        kind = entity["type"]
+        for i in inside:
+            tags[i] = f"I-{kind}"
+        tags[inside[0]] = f"B-{kind}"
+        if scheme == "BIOES":
+            tags[inside[-1]] = f"E-{kind}" if len(inside) > 1 else f"S-{kind}"
+    return tags
 
 
 def format_table(report: dict) -> str:

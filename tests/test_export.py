@@ -775,8 +775,9 @@ def test_a_crf_taggers_export_predicts_the_entities_its_run_predicts(tmp_path, c
     from keras_bert_lite import cli
     from keras_bert_lite import run as run_dir
     from keras_bert_lite.data import tasks
-    from keras_bert_lite.export import saved_model, tflite
+    from keras_bert_lite.export import saved_model, tflite, verify
     from keras_bert_lite.export.predict import predict as predict_exported
+    from keras_bert_lite.export.verification import _word_tags
     from keras_bert_lite.io import read_json
     from keras_bert_lite.text import learn_vocabulary
     from keras_bert_lite.training.finetune import predict
@@ -817,23 +818,38 @@ def test_a_crf_taggers_export_predicts_the_entities_its_run_predicts(tmp_path, c
     cut = got[long]["truncated_at"]
     assert 0 < cut < len(texts[long])
     assert all(entity["end"] <= cut for entity in got[long]["entities"])
-    # The SavedModel decodes in its graph, so TF Serving answers with the same
-    # entities (and the same truncated_at) without kbl.
+    # The SavedModel windows and decodes in its graph as the run does, so TF
+    # Serving answers with the run's entities, the long text's included, without
+    # kbl.
     served = saved_model(run, str(tmp_path / "export"), warmup=False)
     signature = tf.saved_model.load(served).signatures["serving_default"]
     out = signature(text=tf.constant(texts))
     assert [[t.decode() for t in row if t] for row in out["entity_text"].numpy()] == [
-        [entity["text"] for entity in row["entities"]] for row in got
+        [entity["text"] for entity in row["entities"]] for row in want
     ]
-    assert out["truncated_at"].numpy().tolist() == [
-        row.get("truncated_at", -1) for row in got
-    ]
-    assert predict_exported(served, texts) == got
+    assert len(want[long]["entities"]) > len(got[long]["entities"])
+    assert predict_exported(served, texts) == want
     # An ids-only export is fed the run's windows: the run's entities, all of them.
     ids_only = tflite(run, str(tmp_path / "export"), ids_only=True)
     assert predict_exported(ids_only, texts) == want
     del got[long], want[long]
     assert got == want
+    # kbl verify scores the raw-text files too, decoded as kbl predicts: on a file
+    # whose tags are the run's own entities, every format scores F1 1.
+    own = tmp_path / "own.conll"
+    with open(own, "w") as f:
+        for text, row in zip(fits, want, strict=False):
+            words = text.split(" ")
+            _, spans = tasks.join_words_with_offsets(words)
+            tags = _word_tags(spans, row["entities"], "BIO")
+            f.write("".join(f"{w}\t{t}\n" for w, t in zip(words, tags, strict=True)))
+            f.write("\n")
+    report = verify(str(tmp_path / "export"), data=str(own), log=lambda s: None)
+    assert report["keras"]["f1"] == 1.0
+    for name, row in report["formats"].items():
+        assert row["f1"] == 1.0 and row["max_abs_diff"] < 1e-4, name
+        if row["input"] == "text":
+            assert row["token_ids_match"] and row["compared"] == len(fits), name
     assert cli.main(["predict", "--model", path, texts[long]]) == 0
     assert "truncated_at" in capsys.readouterr().err
     # A CoNLL file as input: its sentences as raw text, one prediction per word.
@@ -849,7 +865,7 @@ def test_qa_exports_answer_as_the_run_answers(tmp_path, capsys):
     window and says where it stopped. QA exports used to be refused."""
     from keras_bert_lite import cli
     from keras_bert_lite.data import tasks
-    from keras_bert_lite.export import tflite
+    from keras_bert_lite.export import tflite, verify
     from keras_bert_lite.export.predict import predict as predict_exported
     from keras_bert_lite.io import read_json, write_json
     from keras_bert_lite.text import learn_vocabulary
@@ -903,6 +919,31 @@ def test_qa_exports_answer_as_the_run_answers(tmp_path, capsys):
     args = ["predict", "--model", raw, "--question", questions[0]]
     assert cli.main([*args, "--context", contexts[0]]) == 0
     assert json.loads(capsys.readouterr().out)["text"] == got[0]["text"]
+    # kbl verify scores the raw-text file on what it read: on a file whose answers
+    # are the run's own, the ids-only file gets every one, the raw-text one every
+    # one whose context it read in full.
+    own = tmp_path / "own.json"
+    paragraphs = [
+        {
+            "context": ex.context,
+            "qas": [
+                {
+                    "id": ex.id,
+                    "question": ex.question,
+                    "answers": [{"text": row["text"], "answer_start": row["start"]}],
+                }
+            ],
+        }
+        for ex, row in zip(examples, want, strict=True)
+    ]
+    write_json(str(own), {"version": "v2.0", "data": [{"paragraphs": paragraphs}]})
+    report = verify(str(tmp_path / "export"), data=str(own), log=lambda s: None)
+    assert report["keras"]["f1"] == 100.0
+    rows = report["formats"]
+    assert rows["tflite_ids"]["exact"] == 100.0
+    assert rows["tflite"]["truncated"] == len(cut) and rows["tflite"]["token_ids_match"]
+    assert rows["tflite"]["exact"] >= 100.0 * (len(got) - len(cut)) / len(got)
+    assert 0 < rows["tflite"]["compared"] and rows["tflite"]["max_abs_diff"] < 1e-4
 
 
 def test_cli_errors_name_the_export_directory(tmp_path, capsys):
@@ -1019,14 +1060,21 @@ def test_tagging_and_qa_exports_decode_in_graph(tmp_path):
     assert set(out["tags"].numpy()[pieces].tolist()) <= {t.encode() for t in labels}
     assert (out["tags"].numpy()[~pieces] == b"").all()
     tagger = tflite(runs["tag"], str(tmp_path / "tag_out"))
-    # Entities from the SavedModel's per-piece tags and from the .tflite file's
-    # probabilities and byte offsets are the same, and are the texts' own substrings.
+    # The SavedModel's entities (all windows, decoded in its graph) are the run's;
+    # the .tflite file's (its probabilities and byte offsets, decoded by kbl) are
+    # the same where it read the whole text; all are the texts' own substrings.
     from keras_bert_lite.export.predict import predict as predict_exported
+    from keras_bert_lite.training.finetune import predict
 
     from_saved = predict_exported(
         str(tmp_path / "tag_out" / "saved_model" / "1"), texts
     )
-    assert predict_exported(tagger, texts) == from_saved
+    assert from_saved == predict(runs["tag"], texts)
+    from_tflite = predict_exported(tagger, texts)
+    assert any("truncated_at" in row for row in from_tflite)
+    for row, saved in zip(from_tflite, from_saved, strict=True):
+        if "truncated_at" not in row:
+            assert row == saved
     for row in from_saved:
         for entity in row["entities"]:
             assert row["text"][entity["start"] : entity["end"]] == entity["text"]

@@ -68,8 +68,21 @@ def test_viterbi_paths_are_the_runs(scheme, crf):
     for row, n, scored in zip(got, lengths, scores, strict=True):
         assert row[:n].tolist() == tasks.viterbi_decode(scored[:n], *masks, learned)
         assert (row[n:] == -1).all()
-    empty = tag_graph.viterbi(tf.zeros([2, 0, k], tf.float64), [0, 0], labels, scheme)
-    assert empty.shape == (2, 0)
+    # In a graph too, as the SavedModel runs it, with no words or no texts at all.
+    traced = tf.function(
+        lambda scores, lengths: tag_graph.viterbi(
+            scores, lengths, labels, scheme, learned
+        ),
+        input_signature=[
+            tf.TensorSpec([None, None, k], tf.float64),
+            tf.TensorSpec([None], tf.int32),
+        ],
+    )
+    for batch in (2, 0):
+        empty = traced(tf.zeros([batch, 0, k], tf.float64), tf.zeros([batch], tf.int32))
+        assert empty.shape == (batch, 0)
+    one = traced(tf.constant(scores[:3]), tf.constant(lengths[:3], tf.int32))
+    np.testing.assert_array_equal(one, got[:3])
 
 
 @pytest.mark.parametrize("scheme", ["BIO", "BIOES"])

@@ -999,14 +999,22 @@ def words_with_offsets(text: str) -> list[tuple[int, int]]:
 def join_words(words: Sequence[str]) -> str:
     """Words as raw text: joined by spaces, except between two CJK characters (as
     Chinese is written), so that `words_with_offsets` gives the same words back."""
-    text = ""
+    return join_words_with_offsets(words)[0]
+
+
+def join_words_with_offsets(
+    words: Sequence[str],
+) -> tuple[str, list[tuple[int, int]]]:
+    """(`join_words(words)`, each word's (start, end) character span in it)."""
+    text, spans = "", []
     for word in words:
         if text and not (
             _CJK_CHAR.fullmatch(text[-1]) and _CJK_CHAR.fullmatch(word[:1])
         ):
             text += " "
+        spans.append((len(text), len(text) + len(word)))
         text += word
-    return text
+    return text, spans
 
 
 def word_scores(
