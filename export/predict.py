@@ -10,9 +10,9 @@ inside the file. Ids-only artefacts (model_ids.tflite, model.onnx, saved_model_i
 are fed the ids of `tokenize` from the run recorded in export.json, packed as
 training packs them. Labels (and a tagger's scheme and CRF transitions, a QA model's
 window settings and null threshold) come from export.json beside the artefact, and
-the outputs are decoded as `training.finetune.predict` decodes a run's (a tagger's
-raw-text SavedModel has done so in its graph already: its entities are read as they
-are).
+the outputs are decoded as `training.finetune.predict` decodes a run's (the raw-text
+SavedModel of a tagger or QA model has done so in its graph already, from every
+window: its entities and answers are read as they are).
 """
 
 from __future__ import annotations
@@ -334,7 +334,8 @@ def _answers(
     (`tasks.decode_squad`: the n-best spans, the null score against the threshold).
 
     Ids-only artefacts are fed every window of each context, packed by the run's
-    tokenizer as in training, so they answer as the run does. Raw-text artefacts
+    tokenizer as in training, so they answer as the run does; so does the raw-text
+    SavedModel, which windows and decodes in its graph. The raw-text .tflite files
     read the first window; where a context goes on past it, the answer says where
     reading stopped (`truncated_at`, the character after the last piece read).
     """
@@ -351,7 +352,7 @@ def _answers(
                 "context": np.array(contexts, dtype=object),
             }
         )
-        return first_window_answers(examples, outputs, threshold)
+        return text_answers(examples, outputs, threshold)
     features = tasks.encode_squad(
         examples,
         run_dir.load_tokenizer(_run_of(manifest)),
@@ -361,6 +362,27 @@ def _answers(
     )
     outputs = runner({k: np.asarray(getattr(features, k), np.int32) for k in ID_INPUTS})
     return _decoded(examples, features, outputs, threshold, [None] * len(examples))
+
+
+def text_answers(
+    examples: Sequence[tasks.QAExample], outputs: dict, threshold: float
+) -> list[dict]:
+    """Answers from a raw-text QA artefact's outputs on `examples`: the SavedModel's
+    own (chosen in its graph from every window of the context, as the run decodes),
+    or, from a file that reads one window, `first_window_answers`."""
+    if "windows" not in outputs:
+        return first_window_answers(examples, outputs, threshold)
+    columns = (outputs[k] for k in ("answer", "start", "end", "score"))
+    return [
+        {
+            "question": ex.question,
+            "text": answer.decode(),
+            "start": int(start),
+            "end": int(end),
+            "score": float(score),
+        }
+        for ex, answer, start, end, score in zip(examples, *columns, strict=True)
+    ]
 
 
 def first_window_answers(

@@ -171,66 +171,55 @@ def encode_single(
 
 
 class Windows:
-    """Every text's pieces as overlapping windows of seq_len - 2 pieces, half a
-    window apart, the last one reaching the end (as `tasks.encode_tagging` windows
-    a sentence), each packed `[CLS] pieces [SEP]`.
+    """Each text's pieces as overlapping windows, as `tasks._windows` cuts them:
+    `size` pieces long, each starting min(size, stride) after the last, the last
+    reaching the end (one empty window for a text without pieces).
 
-    R = windows in the batch. `features`: the three int32 [R, T] model inputs;
-    `count` [B]: each text's windows, `first_row` [B]: the row of its first;
-    `pieces`: the batch's `Pieces` (with offsets).
+    `size` and `stride` are ints or int32 [B] (per text). R = windows in the batch:
+    `text`, `start`, `length` int32 [R] (each window's text, first piece, pieces),
+    `count` [B] (each text's windows) and `first_row` [B] (the row of its first).
     """
 
-    def __init__(self, tokenizer, texts, seq_len: int):
-        self.size = seq_len - 2
-        self.stride = max(1, self.size // 2)
-        self.pieces = pieces = Pieces(tokenizer, texts, offsets=True)
+    def __init__(self, pieces: Pieces, size, stride):
+        self.pieces = pieces
         n = pieces.lengths
+        self.size = tf.broadcast_to(tf.cast(size, tf.int32), tf.shape(n))  # [B]
+        self.step = tf.minimum(self.size, tf.cast(stride, tf.int32))  # [B]
         past = tf.maximum(n - self.size, 0)
-        self.count = 1 + (past + self.stride - 1) // self.stride  # [B]
-        self.first_row = tf.cumsum(self.count, exclusive=True)  # [B]
-        text = tf.repeat(tf.range(tf.shape(n)[0]), self.count)  # [R]
-        start = (tf.range(tf.shape(text)[0]) - tf.gather(self.first_row, text)) * (
-            self.stride
+        self.count = 1 + (past + self.step - 1) // self.step  # [B]
+        self.first_row = tf.cumsum(self.count, exclusive=True)
+        self.text = tf.repeat(tf.range(tf.shape(n)[0]), self.count)  # [R]
+        k = tf.range(tf.shape(self.text)[0]) - tf.gather(self.first_row, self.text)
+        self.start = k * tf.gather(self.step, self.text)
+        self.length = tf.minimum(
+            tf.gather(self.size, self.text), tf.gather(n, self.text) - self.start
         )
-        length = tf.minimum(self.size, tf.gather(n, text) - start)[:, None]  # [R, 1]
-        position = tf.range(seq_len, dtype=tf.int32)[None, :]
-        in_window = (position >= 1) & (position <= length)
-        token_ids = _take(
-            pieces.ids,
-            tf.gather(pieces.starts, text) + start,
-            position - 1,
-            in_window,
-            PAD_ID,
-        )
-        token_ids = tf.where(position == 0, CLS_ID, token_ids)
-        token_ids = tf.where(position == length + 1, SEP_ID, token_ids)
-        inside = position <= length + 1
-        self.features = {
-            "token_ids": tf.where(inside, token_ids, PAD_ID),
-            "segment_ids": tf.zeros_like(token_ids),
-            "padding_mask": tf.cast(inside, tf.int32),
-        }
+
+    def pieces_at(self, index, valid, fill: int):
+        """[R, T]: the ids of the pieces at `index` [R, T] of each window, where
+        `valid`, else `fill`."""
+        starts = tf.gather(self.pieces.starts, self.text) + self.start
+        return _take(self.pieces.ids, starts, index, valid, fill)
 
     def _piece_index(self):
         """[1, P]: 0 .. P - 1, P the longest text's pieces."""
         return tf.range(tf.reduce_max(tf.concat([self.pieces.lengths, [0]], 0)))[None]
 
-    def owners(self, num_pieces: int | None = None):
-        """(row [B, P], position [B, P]): for each piece of each text (P = the
-        longest text's pieces), the window where it has the most context on its
-        shorter side (ties to the earlier window) and its position there, as
+    def owners(self):
+        """(row, index) int32 [B, P]: for each piece of each text (P = the longest
+        text's pieces), the window where it has the most context on its shorter
+        side (ties to the earlier window) and its index in that window, as
         `tasks._max_context_window`; (0, 0) past a text's pieces."""
         n, p = self.pieces.lengths[:, None], self._piece_index()  # [B, 1], [1, P]
-        last = self.count[:, None] - 1
-        # The windows that can hold piece p: at most size / stride + 1 of them,
-        # ending with window p // stride; in ascending order, so argmax picks the
+        size, step = self.size[:, None, None], self.step[:, None, None]
+        # The windows that can hold piece p: at most size / step + 1 of them,
+        # ending with window p // step; in ascending order, so argmax picks the
         # earlier on a tie.
-        reach = -(-self.size // self.stride) + 1
-        window = tf.minimum(p // self.stride, last)[..., None] - tf.range(
-            reach - 1, -1, -1
-        )  # [B, P, C]
-        start = window * self.stride
-        length = tf.minimum(self.size, n[..., None] - start)
+        reach = tf.reduce_max(tf.concat([-(-self.size // self.step), [0]], 0)) + 1
+        last = tf.minimum(p // self.step[:, None], self.count[:, None] - 1)
+        window = last[..., None] - tf.range(reach - 1, -1, -1)  # [B, P, C]
+        start = window * step
+        length = tf.minimum(size, n[..., None] - start)
         at = p[..., None]
         holds = (window >= 0) & (at >= start) & (at < start + length)
         context = tf.minimum(at - start, start + length - 1 - at)
@@ -239,8 +228,37 @@ class Windows:
         owner = tf.gather(window, tf.argmax(score, -1, tf.int32), batch_dims=2)
         real = p < n
         row = tf.where(real, self.first_row[:, None] + owner, 0)
-        position = tf.where(real, p - owner * self.stride + 1, 0)
-        return row, position
+        index = tf.where(real, p - owner * self.step[:, None], 0)
+        return row, index
+
+    def piece_spans(self, texts):
+        """Character (start, end) of every piece of each text, int32 [B, P] (-1 past
+        a text's pieces)."""
+        p = self._piece_index()
+        begin, end = self.pieces.byte_offsets(p, p < self.pieces.lengths[:, None])
+        return bytes_to_chars(texts, begin), bytes_to_chars(texts, end)
+
+
+class TextWindows(Windows):
+    """Every text's pieces in windows of seq_len - 2, half a window apart (as
+    `tasks.encode_tagging` windows a sentence), each packed `[CLS] pieces [SEP]`:
+    `features`, the three int32 [R, T] model inputs."""
+
+    def __init__(self, tokenizer, texts, seq_len: int):
+        size = seq_len - 2
+        super().__init__(Pieces(tokenizer, texts, offsets=True), size, size // 2)
+        length = self.length[:, None]  # [R, 1]
+        position = tf.range(seq_len, dtype=tf.int32)[None, :]
+        in_window = (position >= 1) & (position <= length)
+        token_ids = self.pieces_at(position - 1, in_window, PAD_ID)
+        token_ids = tf.where(position == 0, CLS_ID, token_ids)
+        token_ids = tf.where(position == length + 1, SEP_ID, token_ids)
+        inside = position <= length + 1
+        self.features = {
+            "token_ids": tf.where(inside, token_ids, PAD_ID),
+            "segment_ids": tf.zeros_like(token_ids),
+            "padding_mask": tf.cast(inside, tf.int32),
+        }
 
     def first_window(self, values, fill: int):
         """[B, P] per-piece values -> [B, T] as each text's first window holds
@@ -254,12 +272,63 @@ class Windows:
         index = tf.where(valid, position - 1, tf.shape(values)[1])
         return tf.gather(padded, index, batch_dims=1)
 
-    def piece_spans(self, texts):
-        """Character (start, end) of every piece of each text, int32 [B, P] (-1 past
-        a text's pieces)."""
-        p = self._piece_index()
-        begin, end = self.pieces.byte_offsets(p, p < self.pieces.lengths[:, None])
-        return bytes_to_chars(texts, begin), bytes_to_chars(texts, end)
+
+class QuestionWindows(Windows):
+    """`[CLS] question [SEP] context window [SEP]` for every window of each context,
+    as `tasks.encode_squad` makes them: the question's first `max_query_len`
+    pieces, the context in windows of the rest, `doc_stride` apart.
+
+    `features`: the three int32 [R, T] model inputs; `offset` [R]: where the
+    context starts in each row; `piece_begin`/`piece_end` int32 [R, T]: the
+    context pieces' characters in the context (-1 elsewhere); `max_context` bool
+    [R, T]: the context pieces whose most-context window this row is.
+    """
+
+    def __init__(
+        self, tokenizer, questions, contexts, seq_len, doc_stride, max_query_len
+    ):
+        question = Pieces(tokenizer, questions)
+        keep_q = tf.minimum(question.lengths, max_query_len)  # [B]
+        super().__init__(
+            Pieces(tokenizer, contexts, offsets=True), seq_len - keep_q - 3, doc_stride
+        )
+        q = tf.gather(keep_q, self.text)[:, None]  # [R, 1]
+        length = self.length[:, None]
+        position = tf.range(seq_len, dtype=tf.int32)[None, :]
+        in_q = (position >= 1) & (position <= q)
+        q_starts = tf.gather(question.starts, self.text)
+        token_ids = _take(question.ids, q_starts, position - 1, in_q, PAD_ID)
+        token_ids = tf.where(position == 0, CLS_ID, token_ids)
+        token_ids = tf.where(position == q + 1, SEP_ID, token_ids)
+        offset = q + 2
+        in_c = (position >= offset) & (position < offset + length)
+        index = position - offset  # in the window
+        token_ids = tf.where(in_c, self.pieces_at(index, in_c, PAD_ID), token_ids)
+        last = offset + length  # the closing [SEP]
+        token_ids = tf.where(position == last, SEP_ID, token_ids)
+        inside = position <= last
+        self.offset = offset[:, 0]
+        self.features = {
+            "token_ids": tf.where(inside, token_ids, PAD_ID),
+            "segment_ids": tf.where((position >= offset) & inside, 1, 0),
+            "padding_mask": tf.cast(inside, tf.int32),
+        }
+        # Each context piece's characters and most-context window, per row.
+        start, end = self.piece_spans(contexts)  # [B, P]
+        row, _ = self.owners()
+        piece = tf.where(in_c, self.start[:, None] + index, 0)  # in the context
+        text = tf.broadcast_to(self.text[:, None], tf.shape(piece))
+        at = tf.stack([text, piece], -1)
+        self.piece_begin = tf.where(in_c, _gather_safe(start, at), -1)
+        self.piece_end = tf.where(in_c, _gather_safe(end, at), -1)
+        own = tf.range(tf.shape(self.text)[0])[:, None]
+        self.max_context = in_c & (_gather_safe(row, at) == own)
+
+
+def _gather_safe(values, at):
+    """`tf.gather_nd(values [B, P], at [..., 2])`, reading 0 where P is 0."""
+    padded = tf.pad(values, [[0, 0], [0, 1]])
+    return tf.gather_nd(padded, at)
 
 
 def encode_pair(tokenizer, texts, pairs, seq_len: int, fit: bool = False) -> dict:

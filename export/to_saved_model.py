@@ -13,10 +13,11 @@ Signatures of the raw-text model:
   -1) and each word's tag (`word_tags`, `word_spans`), from every window of a text
   and decoded in the graph as the run decodes (`text_graph.Windows`, `tag_graph`),
   beside the first window's per-piece `tag_ids`, `tags` (each piece's most
-  probable), `probabilities`, character offsets; QA `answer` with character offsets
-  and `score` (the best span of the first window), with the `start_logits`,
-  `end_logits`, `token_ids` and context pieces' UTF-8 `piece_begin`/`piece_end`
-  that `kbl predict` decodes as the run does.
+  probable), `probabilities`, character offsets; QA the run's `answer` with
+  character `start`/`end` and `score`, from every window of the context and
+  decoded in the graph as the run decodes (`text_graph.QuestionWindows`,
+  `qa_graph`), `windows` (how many), and the first window's `start_logits`,
+  `end_logits`, `token_ids` and context pieces' UTF-8 `piece_begin`/`piece_end`.
 - `ids`: `token_ids`, `segment_ids`, `padding_mask` int32 [batch, seq] -> the Keras
   model's outputs.
 - `tokenize`: the raw-text inputs -> the three id inputs, exactly as training packs
@@ -74,7 +75,7 @@ def build_functions(source: ExportSource) -> dict[str, Callable]:
     "serving_default"}, each taking tensors positionally."""
     import tensorflow as tf
 
-    from keras_bert_lite.export import tag_graph, text_graph
+    from keras_bert_lite.export import qa_graph, tag_graph, text_graph
 
     model, tokenizer, seq_len = source.model, source.tokenizer, source.seq_len
     options = source.options
@@ -142,10 +143,10 @@ def build_functions(source: ExportSource) -> dict[str, Callable]:
     def tag(text):
         # Every window of every text through the model, as the run windows a long
         # sentence; each piece read from the window where it has the most context.
-        windows = text_graph.Windows(tokenizer, text, seq_len)
+        windows = text_graph.TextWindows(tokenizer, text, seq_len)
         per_window = run_model(windows.features)["probabilities"]  # [R, T, K]
-        row, position = windows.owners()
-        per_piece = tf.gather_nd(per_window, tf.stack([row, position], -1))
+        row, index = windows.owners()  # a window's pieces start at position 1
+        per_piece = tf.gather_nd(per_window, tf.stack([row, index + 1], -1))
         start, end = windows.piece_spans(text)  # [B, P]
         # The run's words, tags and entities: what `kbl predict` gives for the run.
         # (`decode` takes the pieces at 1 .. n, as in a window.)
@@ -179,45 +180,34 @@ def build_functions(source: ExportSource) -> dict[str, Callable]:
         }
 
     def answer(question, context):
-        features = features_of(question, context)
-        outputs = run_model(features)
-        start_logits, end_logits = outputs["start_logits"], outputs["end_logits"]
-        begin, end = features["piece_begin"], features["piece_end"]  # [B, T]
-        in_context = begin >= 0
-        position = tf.range(seq_len)
-        span = position[None, :] - position[:, None]  # [T, T]: end - start
-        allowed = (
-            in_context[:, :, None]
-            & in_context[:, None, :]
-            & ((span >= 0) & (span < MAX_ANSWER_LEN))[None]
-        )  # [B, T, T]
-        scores = start_logits[:, :, None] + end_logits[:, None, :]
-        scores = tf.where(allowed, scores, tf.float32.min)
-        flat = tf.reshape(scores, [-1, seq_len * seq_len])
-        best = tf.argmax(flat, -1, tf.int32)
-        best_score = tf.reduce_max(flat, -1)
-        first, last = best // seq_len, best % seq_len
-        null = start_logits[:, 0] + end_logits[:, 0]
-        threshold = float(options.get("null_threshold", 0.0))
-        answered = tf.reduce_any(tf.reshape(allowed, [-1, seq_len * seq_len]), -1) & (
-            null - best_score <= threshold
+        # Every window of the context, as the run windows it, decoded as the run
+        # decodes (`qa_graph`).
+        stride = int(options.get("doc_stride", 128))
+        query = int(options.get("max_query_len", 64))
+        windows = text_graph.QuestionWindows(
+            tokenizer, question, context, seq_len, stride, query
         )
-        # Clamped: a row without context pieces points at -1 (and is unanswered).
-        byte_begin = tf.maximum(tf.gather(begin, first, batch_dims=1), 0)
-        byte_end = tf.maximum(tf.gather(end, last, batch_dims=1), byte_begin)
-        text = tf.strings.substr(context, byte_begin, byte_end - byte_begin, "BYTE")
-        chars = text_graph.bytes_to_chars(context, tf.stack([byte_begin, byte_end], 1))
+        outputs = run_model(windows.features)
+        start_logits, end_logits = outputs["start_logits"], outputs["end_logits"]
+        answers = qa_graph.decode(
+            context,
+            windows,
+            start_logits,
+            end_logits,
+            float(options.get("null_threshold", 0.0)),
+            max_answer_len=MAX_ANSWER_LEN,
+        )
+        # The first window's logits and pieces, as the .tflite file gives them.
+        features = features_of(question, context)
+        first = windows.first_row
         return {
-            "answer": tf.where(answered, text, ""),
-            "start": tf.where(answered, chars[:, 0], -1),
-            "end": tf.where(answered, chars[:, 1], -1),
-            "score": tf.where(answered, best_score, null),
-            "start_logits": start_logits,
-            "end_logits": end_logits,
-            # As the .tflite file gives them: what `kbl predict` decodes from.
+            **answers,
+            "windows": windows.count,  # [B]: the windows the answer was chosen from
+            "start_logits": tf.gather(start_logits, first),
+            "end_logits": tf.gather(end_logits, first),
             "token_ids": features["token_ids"],
-            "piece_begin": begin,
-            "piece_end": end,
+            "piece_begin": features["piece_begin"],
+            "piece_end": features["piece_end"],
         }
 
     serve = {"classify": classify, "tag": tag, "qa": answer}[source.task]

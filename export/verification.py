@@ -347,7 +347,7 @@ def _raw_text_row(entry, source, manifest, run_text, encoded, reference) -> dict
     the records that training packs in one window with the same token ids
     (`compared`)."""
     from keras_bert_lite.data import tasks
-    from keras_bert_lite.export.predict import first_window_answers, tagged
+    from keras_bert_lite.export.predict import tagged, text_answers
     from keras_bert_lite.training import metrics as m
 
     records = encoded.records
@@ -380,7 +380,7 @@ def _raw_text_row(entry, source, manifest, run_text, encoded, reference) -> dict
         metrics = m.entity_metrics([tags for _, tags in records], predicted, scheme)
     else:
         threshold = float(source.options.get("null_threshold", 0.0))
-        results = first_window_answers(records, _stack(outputs), threshold)
+        results = text_answers(records, _stack(outputs), threshold)
         metrics = m.squad_metrics(
             {ex.id: r["text"] for ex, r in zip(records, results, strict=True)},
             {ex.id: [text for text, _ in ex.answers] for ex in records},

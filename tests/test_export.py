@@ -828,6 +828,9 @@ def test_a_crf_taggers_export_predicts_the_entities_its_run_predicts(tmp_path, c
         [entity["text"] for entity in row["entities"]] for row in want
     ]
     assert len(want[long]["entities"]) > len(got[long]["entities"])
+    for batch in ([], [""], ["", "  "]):  # no text, texts without words
+        out = signature(text=tf.constant(batch, tf.string))
+        assert out["entity_text"].shape == (len(batch), 0)
     assert predict_exported(served, texts) == want
     # An ids-only export is fed the run's windows: the run's entities, all of them.
     ids_only = tflite(run, str(tmp_path / "export"), ids_only=True)
@@ -861,11 +864,15 @@ def test_a_crf_taggers_export_predicts_the_entities_its_run_predicts(tmp_path, c
 
 def test_qa_exports_answer_as_the_run_answers(tmp_path, capsys):
     """`kbl predict` on a QA export: ids-only artefacts are fed every window, as
-    the run packs them, and answer as the run does; a raw-text one reads the first
-    window and says where it stopped. QA exports used to be refused."""
+    the run packs them, and answer as the run does; so does the SavedModel, which
+    windows in its graph; a raw-text .tflite file reads the first window and says
+    where it stopped. QA exports used to be refused."""
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (the tokenizer's ops)
+
     from keras_bert_lite import cli
     from keras_bert_lite.data import tasks
-    from keras_bert_lite.export import tflite, verify
+    from keras_bert_lite.export import saved_model, tflite, verify
     from keras_bert_lite.export.predict import predict as predict_exported
     from keras_bert_lite.io import read_json, write_json
     from keras_bert_lite.text import learn_vocabulary
@@ -919,6 +926,18 @@ def test_qa_exports_answer_as_the_run_answers(tmp_path, capsys):
     args = ["predict", "--model", raw, "--question", questions[0]]
     assert cli.main([*args, "--context", contexts[0]]) == 0
     assert json.loads(capsys.readouterr().out)["text"] == got[0]["text"]
+    # The SavedModel windows the context and decodes in its graph as the run does:
+    # TF Serving gives the run's answers, long contexts included, without kbl.
+    served = saved_model(run, str(tmp_path / "export"), warmup=False)
+    signature = tf.saved_model.load(served).signatures["serving_default"]
+    out = signature(question=tf.constant(questions), context=tf.constant(contexts))
+    assert [a.decode() for a in out["answer"].numpy()] == [r["text"] for r in want]
+    assert (out["windows"].numpy()[cut] > 1).all()
+    for batch in ([], [""], ["", "\u200b"]):  # no question, empty contexts
+        strings = tf.constant(batch, tf.string)
+        out = signature(question=strings, context=strings)
+        assert out["answer"].numpy().tolist() == [b""] * len(batch)
+    assert predict_exported(served, questions, contexts=contexts) == want
     # kbl verify scores the raw-text file on what it read: on a file whose answers
     # are the run's own, the ids-only file gets every one, the raw-text one every
     # one whose context it read in full.
@@ -940,7 +959,8 @@ def test_qa_exports_answer_as_the_run_answers(tmp_path, capsys):
     report = verify(str(tmp_path / "export"), data=str(own), log=lambda s: None)
     assert report["keras"]["f1"] == 100.0
     rows = report["formats"]
-    assert rows["tflite_ids"]["exact"] == 100.0
+    assert rows["tflite_ids"]["exact"] == rows["saved_model"]["exact"] == 100.0
+    assert rows["saved_model"]["truncated"] == 0
     assert rows["tflite"]["truncated"] == len(cut) and rows["tflite"]["token_ids_match"]
     assert rows["tflite"]["exact"] >= 100.0 * (len(got) - len(cut)) / len(got)
     assert 0 < rows["tflite"]["compared"] and rows["tflite"]["max_abs_diff"] < 1e-4
@@ -1083,6 +1103,9 @@ def test_tagging_and_qa_exports_decode_in_graph(tmp_path):
     source.options["null_threshold"] = 1e9  # always answer, to compare spans
     served = tf.saved_model.load(saved_model(source, str(tmp_path / "qa_out")))
     examples = tasks.read_squad(str(qa_dev))
+    # And a context several windows long.
+    long = "".join(ex.context for ex in examples[:12])
+    examples.append(tasks.QAExample("long", examples[0].question, long))
     features = tasks.encode_squad(examples, source.tokenizer, 128, 48, 64)
     logits = source.model.predict(features.inputs(), verbose=0)
     expected = tasks.decode_squad(
@@ -1095,13 +1118,14 @@ def test_tagging_and_qa_exports_decode_in_graph(tmp_path):
     single = [
         e for e in range(len(examples)) if (features.example_index == e).sum() == 1
     ]
-    assert len(single) >= 10
+    assert 10 <= len(single) < len(examples)
+    # The SavedModel answers every question as the run does, from every window.
     out = served.signatures["serving_default"](
-        question=tf.constant([examples[e].question for e in single]),
-        context=tf.constant([examples[e].context for e in single]),
+        question=tf.constant([ex.question for ex in examples]),
+        context=tf.constant([ex.context for ex in examples]),
     )
-    for i, e in enumerate(single):
-        want = expected[examples[e].id]
+    for i, ex in enumerate(examples):
+        want = expected[ex.id]
         got = (
             out["answer"].numpy()[i].decode(),
             int(out["start"][i]),
@@ -1115,7 +1139,7 @@ def test_tagging_and_qa_exports_decode_in_graph(tmp_path):
         context=_strings([examples[e].context for e in single]),
     )
     np.testing.assert_array_equal(got["token_ids"], features.token_ids[first])
-    # kbl predict decodes the SavedModel's logits and piece spans as the run does.
+    # kbl predict reads the SavedModel's answers.
     from_saved = predict_exported(
         str(tmp_path / "qa_out" / "saved_model" / "1"),
         [examples[e].question for e in single],
