@@ -466,4 +466,12 @@ def format_table(report: dict) -> str:
             f"{row[metric]:>9.4f} {size / 2**20:>6.2f}MiB "
             f"{row['latency_ms']['p50']:>8.2f} {row['latency_ms']['p95']:>8.2f}"
         )
+    for name, row in report["formats"].items():
+        if row.get("truncated"):
+            lines.append(
+                f"{name}: {row['truncated']} of {report['records']} records longer "
+                "than the one window it reads, scored on what it read"
+            )
+        if row.get("token_ids_match") is False:
+            lines.append(f"{name}: token ids differ from training's for some records")
     return "\n".join(lines)

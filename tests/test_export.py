@@ -956,7 +956,9 @@ def test_qa_exports_answer_as_the_run_answers(tmp_path, capsys):
         for ex, row in zip(examples, want, strict=True)
     ]
     write_json(str(own), {"version": "v2.0", "data": [{"paragraphs": paragraphs}]})
-    report = verify(str(tmp_path / "export"), data=str(own), log=lambda s: None)
+    printed = []
+    report = verify(str(tmp_path / "export"), data=str(own), log=printed.append)
+    assert f"tflite: {len(cut)} of {len(got)} records longer than" in printed[-1]
     assert report["keras"]["f1"] == 100.0
     rows = report["formats"]
     assert rows["tflite_ids"]["exact"] == rows["saved_model"]["exact"] == 100.0
