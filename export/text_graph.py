@@ -246,7 +246,8 @@ class TextWindows(Windows):
 
     def __init__(self, tokenizer, texts, seq_len: int):
         size = seq_len - 2
-        super().__init__(Pieces(tokenizer, texts, offsets=True), size, size // 2)
+        stride = max(1, size // 2)  # as `tasks.encode_tagging`
+        super().__init__(Pieces(tokenizer, texts, offsets=True), size, stride)
         length = self.length[:, None]  # [R, 1]
         position = tf.range(seq_len, dtype=tf.int32)[None, :]
         in_window = (position >= 1) & (position <= length)
@@ -278,10 +279,10 @@ class QuestionWindows(Windows):
     as `tasks.encode_squad` makes them: the question's first `max_query_len`
     pieces, the context in windows of the rest, `doc_stride` apart.
 
-    `features`: the three int32 [R, T] model inputs; `offset` [R]: where the
-    context starts in each row; `piece_begin`/`piece_end` int32 [R, T]: the
-    context pieces' characters in the context (-1 elsewhere); `max_context` bool
-    [R, T]: the context pieces whose most-context window this row is.
+    `features`: the three int32 [R, T] model inputs; `piece_begin`/`piece_end`
+    int32 [R, T]: the context pieces' characters in the context (-1 elsewhere);
+    `max_context` bool [R, T]: the context pieces whose most-context window this
+    row is.
     """
 
     def __init__(
@@ -307,7 +308,6 @@ class QuestionWindows(Windows):
         last = offset + length  # the closing [SEP]
         token_ids = tf.where(position == last, SEP_ID, token_ids)
         inside = position <= last
-        self.offset = offset[:, 0]
         self.features = {
             "token_ids": tf.where(inside, token_ids, PAD_ID),
             "segment_ids": tf.where((position >= offset) & inside, 1, 0),

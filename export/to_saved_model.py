@@ -11,7 +11,7 @@ Signatures of the raw-text model:
   `value` for regression); tagging the run's entities (`entity_type`,
   `entity_text`, character `entity_start`/`entity_end`, [B, E] padded with "" and
   -1) and each word's tag (`word_tags`, `word_spans`), from every window of a text
-  and decoded in the graph as the run decodes (`text_graph.Windows`, `tag_graph`),
+  and decoded in the graph as the run decodes (`text_graph.TextWindows`, `tag_graph`),
   beside the first window's per-piece `tag_ids`, `tags` (each piece's most
   probable), `probabilities`, character offsets; QA the run's `answer` with
   character `start`/`end` and `score`, from every window of the context and

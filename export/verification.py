@@ -9,10 +9,10 @@ Raw-text artefacts are fed the file's raw strings, so their numbers include the
 in-graph tokenizer; they also report whether their token ids equal the training
 pipeline's for every input. A tagger's raw-text artefacts are fed each sentence's
 words joined as written, a QA model's the question and context, and are decoded as
-`kbl predict` decodes them; those that read one window (all but a tagger's
-SavedModel) score a longer record as far as they read it (`truncated` says how
-many), and their parity is measured on the records that training packs in one
-window (`compared`).
+`kbl predict` decodes them; those that read one window (the .tflite files) score
+a longer record as far as they read it (`truncated` says how many), and their
+parity is measured on the records that training packs in one window
+(`compared`).
 """
 
 from __future__ import annotations
