@@ -13,8 +13,6 @@ B = batch, C = characters, T = seq_len, W = words, E = entities, K = tags.
 
 from __future__ import annotations
 
-import functools
-import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,36 +23,6 @@ from keras_bert_lite.export import text_graph
 
 _FAR = 2**30  # past any character offset: padding for sorted offset tables
 _FORBIDDEN = -1e9  # as `tasks.viterbi_decode`
-
-
-@functools.lru_cache(maxsize=1)
-def _spaces() -> tuple[int, ...]:
-    """The code points `\\s` matches in `tasks.words_with_offsets` (Python's re
-    matches str.isspace characters)."""
-    return tuple(c for c in range(sys.maxunicode + 1) if chr(c).isspace())
-
-
-def word_spans(texts):
-    """[B] strings -> the character (start, end) of each word, int32 [B, W] each
-    (-1 past a text's last word), as `tasks.words_with_offsets`."""
-    codepoints = tf.strings.unicode_decode(texts, "UTF-8", errors="replace")
-    points = tf.cast(codepoints.to_tensor(default_value=-1), tf.int32)  # [B, C]
-    breaks = (points < 0) | tf.reduce_any(
-        points[..., None] == tf.constant(_spaces(), tf.int32), -1
-    )
-    cjk = tf.zeros_like(breaks)
-    for low, high in tasks.CJK_RANGES:
-        cjk |= (points >= low) & (points <= high)
-    edge = tf.ones_like(breaks[:, :1])
-    # A word starts after a space (or the text's start) or a CJK character, or at a
-    # CJK character; it ends before one.
-    after_break = tf.concat([edge, breaks[:, :-1] | cjk[:, :-1]], 1)
-    before_break = tf.concat([breaks[:, 1:] | cjk[:, 1:], edge], 1)
-    word = ~breaks
-    position = tf.broadcast_to(tf.range(tf.shape(points)[1]), tf.shape(points))
-    starts = tf.ragged.boolean_mask(position, word & (after_break | cjk))
-    ends = tf.ragged.boolean_mask(position + 1, word & (before_break | cjk))
-    return starts.to_tensor(-1), ends.to_tensor(-1)
 
 
 def viterbi(scores, lengths, labels: Sequence[str], scheme: str, crf=None):
@@ -142,7 +110,7 @@ def decode(
     # One more position, past every piece: the tables below are never empty.
     piece_start = tf.pad(piece_start, [[0, 0], [0, 1]], constant_values=-1)
     probabilities = tf.pad(probabilities, [[0, 0], [0, 1], [0, 0]])
-    starts, ends = word_spans(texts)  # [B, W]
+    starts, ends = text_graph.word_spans(texts)  # [B, W]
     is_word = starts >= 0
     num_words = tf.reduce_sum(tf.cast(is_word, tf.int32), 1)
     is_piece = piece_start >= 0

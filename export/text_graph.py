@@ -15,10 +15,14 @@ B = batch, T = seq_len, P = word pieces in the whole batch.
 
 from __future__ import annotations
 
+import functools
+import sys
+
 import numpy as np
 import tensorflow as tf
 
-from keras_bert_lite.data.tasks import CLS_ID, PAD_ID, SEP_ID
+from keras_bert_lite.data import tasks
+from keras_bert_lite.data.tasks import CLS_ID, PAD_ID, SEP_ID, UNK_ID
 
 _FAR = 2**30  # past any byte offset: padding for sorted offset tables
 
@@ -70,6 +74,11 @@ class Pieces:
             at = _take(post, self.starts, index, valid, 0)  # in the normalized text
             spans.append(tf.where(valid, _take(table, table_starts, at, valid, 0), -1))
         return spans
+
+    def char_spans(self, texts, index, valid):
+        """[B, T] character spans in `texts` of the pieces at `index` (-1 where
+        not `valid`)."""
+        return [bytes_to_chars(texts, x) for x in self.byte_offsets(index, valid)]
 
 
 def _take(values, starts, index, valid, fill: int):
@@ -170,6 +179,50 @@ def encode_single(
     return features
 
 
+class WordPieces:
+    """The pieces of each text's words (`word_spans`), each word tokenized on its
+    own and given one [UNK] when it has no piece (a lone control or zero-width
+    character), as `tasks.encode_tagging` packs a sentence's words: `ids`,
+    `starts`, `lengths` as `Pieces` give them."""
+
+    def __init__(self, tokenizer, texts):
+        starts, ends = word_spans(texts)  # [B, W]
+        is_word = starts >= 0
+        per_text = tf.reduce_sum(tf.cast(is_word, tf.int32), 1)  # [B]
+        begin = tf.boolean_mask(starts, is_word)  # [V]: every word of the batch
+        end = tf.boolean_mask(ends, is_word)
+        words = tf.strings.substr(
+            tf.repeat(texts, per_text), begin, end - begin, unit="UTF8_CHAR"
+        )
+        pieces = Pieces(tokenizer, words, offsets=True)
+        count = tf.maximum(pieces.lengths, 1)  # [V]: one [UNK] for a word without
+        k = tf.range(tf.reduce_max(tf.concat([count, [0]], 0)))[None, :]  # [1, K]
+        kept = k < count[:, None]  # [V, K]
+        real = k < pieces.lengths[:, None]
+        ids = _take(pieces.ids, pieces.starts, k, real, UNK_ID)
+        byte_begin, byte_end = pieces.byte_offsets(k, real)  # in the word
+        # Character spans in the text; an [UNK] spans its whole word.
+        char_begin = tf.where(real, bytes_to_chars(words, byte_begin), 0)
+        char_end = tf.where(
+            real, bytes_to_chars(words, byte_end), (end - begin)[:, None]
+        )
+        self.ids = tf.boolean_mask(ids, kept)  # [P]
+        self._begin = tf.boolean_mask(char_begin + begin[:, None], kept)
+        self._end = tf.boolean_mask(char_end + begin[:, None], kept)
+        word_text = tf.repeat(tf.range(tf.shape(texts)[0]), per_text)
+        self.lengths = tf.math.unsorted_segment_sum(
+            count, word_text, tf.shape(texts)[0]
+        )
+        self.starts = tf.cumsum(self.lengths, exclusive=True)
+
+    def char_spans(self, texts, index, valid):
+        """[B, T] character spans of the pieces at `index` (-1 elsewhere)."""
+        return [
+            tf.where(valid, _take(values, self.starts, index, valid, 0), -1)
+            for values in (self._begin, self._end)
+        ]
+
+
 class Windows:
     """Each text's pieces as overlapping windows, as `tasks._windows` cuts them:
     `size` pieces long, each starting min(size, stride) after the last, the last
@@ -235,8 +288,7 @@ class Windows:
         """Character (start, end) of every piece of each text, int32 [B, P] (-1 past
         a text's pieces)."""
         p = self._piece_index()
-        begin, end = self.pieces.byte_offsets(p, p < self.pieces.lengths[:, None])
-        return bytes_to_chars(texts, begin), bytes_to_chars(texts, end)
+        return self.pieces.char_spans(texts, p, p < self.pieces.lengths[:, None])
 
 
 class TextWindows(Windows):
@@ -247,7 +299,7 @@ class TextWindows(Windows):
     def __init__(self, tokenizer, texts, seq_len: int):
         size = seq_len - 2
         stride = max(1, size // 2)  # as `tasks.encode_tagging`
-        super().__init__(Pieces(tokenizer, texts, offsets=True), size, stride)
+        super().__init__(WordPieces(tokenizer, texts), size, stride)
         length = self.length[:, None]  # [R, 1]
         position = tf.range(seq_len, dtype=tf.int32)[None, :]
         in_window = (position >= 1) & (position <= length)
@@ -386,3 +438,33 @@ def searchsorted(table, values):
     N = 0 (which tf.searchsorted cannot reshape when B is 0)."""
     padded = tf.pad(values, [[0, 0], [0, 1]])
     return tf.searchsorted(table, padded, side="left", out_type=tf.int32)[:, :-1]
+
+
+@functools.lru_cache(maxsize=1)
+def _spaces() -> tuple[int, ...]:
+    """The code points `\\s` matches in `tasks.words_with_offsets` (Python's re
+    matches str.isspace characters)."""
+    return tuple(c for c in range(sys.maxunicode + 1) if chr(c).isspace())
+
+
+def word_spans(texts):
+    """[B] strings -> the character (start, end) of each word, int32 [B, W] each
+    (-1 past a text's last word), as `tasks.words_with_offsets`."""
+    codepoints = tf.strings.unicode_decode(texts, "UTF-8", errors="replace")
+    points = tf.cast(codepoints.to_tensor(default_value=-1), tf.int32)  # [B, C]
+    breaks = (points < 0) | tf.reduce_any(
+        points[..., None] == tf.constant(_spaces(), tf.int32), -1
+    )
+    cjk = tf.zeros_like(breaks)
+    for low, high in tasks.CJK_RANGES:
+        cjk |= (points >= low) & (points <= high)
+    edge = tf.ones_like(breaks[:, :1])
+    # A word starts after a space (or the text's start) or a CJK character, or at a
+    # CJK character; it ends before one.
+    after_break = tf.concat([edge, breaks[:, :-1] | cjk[:, :-1]], 1)
+    before_break = tf.concat([breaks[:, 1:] | cjk[:, 1:], edge], 1)
+    word = ~breaks
+    position = tf.broadcast_to(tf.range(tf.shape(points)[1]), tf.shape(points))
+    starts = tf.ragged.boolean_mask(position, word & (after_break | cjk))
+    ends = tf.ragged.boolean_mask(position + 1, word & (before_break | cjk))
+    return starts.to_tensor(-1), ends.to_tensor(-1)

@@ -831,6 +831,15 @@ def test_a_crf_taggers_export_predicts_the_entities_its_run_predicts(tmp_path, c
     for batch in ([], [""], ["", "  "]):  # no text, texts without words
         out = signature(text=tf.constant(batch, tf.string))
         assert out["entity_text"].shape == (len(batch), 0)
+    # Each word tokenized on its own, as the run does: a word the tokenizer drops
+    # whole gets an [UNK], and characters Python splits words at but the
+    # tokenizer drops (U+001C, U+0085) still split them.
+    odd = ["Alice \u200b met Bob\x1cSmith in Paris\x85today , ok", "\u200b"]
+    words = [[t[s:e] for s, e in tasks.words_with_offsets(t)] for t in odd]
+    features = tasks.encode_tagging(words, None, tokenizer, 64, manifest["labels"])
+    out = signature(text=tf.constant(odd))
+    np.testing.assert_array_equal(out["token_ids"].numpy(), features.token_ids)
+    assert predict_exported(served, odd) == predict(run, odd)
     assert predict_exported(served, texts) == want
     # An ids-only export is fed the run's windows: the run's entities, all of them.
     ids_only = tflite(run, str(tmp_path / "export"), ids_only=True)

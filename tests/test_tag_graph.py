@@ -33,15 +33,15 @@ def test_the_words_are_the_runs_words():
     import tensorflow as tf
 
     from keras_bert_lite.data import tasks
-    from keras_bert_lite.export import tag_graph
+    from keras_bert_lite.export import text_graph
 
-    starts, ends = tag_graph.word_spans(tf.constant(TRICKY))
+    starts, ends = text_graph.word_spans(tf.constant(TRICKY))
     for i, text in enumerate(TRICKY):
         spans = np.stack([starts[i], ends[i]], -1).tolist()
         assert [tuple(s) for s in spans if s[0] >= 0] == tasks.words_with_offsets(text)
     # Every character the run's word pattern splits on, and only those.
     every = "".join(map(chr, range(sys.maxunicode + 1)))
-    assert tag_graph._spaces() == tuple(map(ord, re.findall(r"\s", every)))
+    assert text_graph._spaces() == tuple(map(ord, re.findall(r"\s", every)))
 
 
 @pytest.mark.parametrize("scheme", ["BIO", "BIOES"])
