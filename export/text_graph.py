@@ -375,6 +375,14 @@ class QuestionWindows(Windows):
         self.piece_end = tf.where(in_c, _gather_safe(end, at), -1)
         own = tf.range(tf.shape(self.text)[0])[:, None]
         self.max_context = in_c & (_gather_safe(row, at) == own)
+        self._in_context, self._index = in_c, index
+
+    def first_window_bytes(self):
+        """[B, T] UTF-8 byte spans in each context of its first window's context
+        pieces (-1 elsewhere), as `encode_question` gives them."""
+        index = tf.gather(self._index, self.first_row)  # the window starts at 0
+        valid = tf.gather(self._in_context, self.first_row)
+        return self.pieces.byte_offsets(index, valid)
 
 
 def _gather_safe(values, at):

@@ -198,16 +198,16 @@ def build_functions(source: ExportSource) -> dict[str, Callable]:
             max_answer_len=MAX_ANSWER_LEN,
         )
         # The first window's logits and pieces, as the .tflite file gives them.
-        features = features_of(question, context)
         first = windows.first_row
+        piece_begin, piece_end = windows.first_window_bytes()
         return {
             **answers,
             "windows": windows.count,  # [B]: the windows the answer was chosen from
             "start_logits": tf.gather(start_logits, first),
             "end_logits": tf.gather(end_logits, first),
-            "token_ids": features["token_ids"],
-            "piece_begin": features["piece_begin"],
-            "piece_end": features["piece_end"],
+            "token_ids": tf.gather(windows.features["token_ids"], first),
+            "piece_begin": piece_begin,
+            "piece_end": piece_end,
         }
 
     serve = {"classify": classify, "tag": tag, "qa": answer}[source.task]
