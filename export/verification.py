@@ -154,7 +154,10 @@ def _runners(entry: dict, path: str, source: ExportSource):
             out = {k: v.numpy() for k, v in text_fn(**strings).items()}
             if "value" in out:
                 out["probabilities"] = out["value"]
-            out["token_ids"] = tokenize_fn(**strings)["token_ids"].numpy()
+            # Taggers and QA models serve the ids they ran; classifiers, packed to the
+            # batch's longest row, serve none: theirs are `tokenize`'s.
+            if "token_ids" not in out:
+                out["token_ids"] = tokenize_fn(**strings)["token_ids"].numpy()
             return out
 
         return run_ids, run_text
