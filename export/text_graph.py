@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import sys
 
-import numpy as np
 import tensorflow as tf
 
 from keras_bert_lite.data import tasks
@@ -262,7 +261,13 @@ class Windows:
         """(row, index) int32 [B, P]: for each piece of each text (P = the longest
         text's pieces), the window where it has the most context on its shorter
         side (ties to the earlier window) and its index in that window, as
-        `tasks._max_context_window`; (0, 0) past a text's pieces."""
+        `tasks._max_context_window`; (0, 0) past a text's pieces.
+
+        Built from TFLite builtins: expand_dims rather than `[..., None]` (an
+        ellipsis slice lowers to a StridedSlice LiteRT cannot run), and the score
+        in int32, 100 x context + length, which orders windows exactly as the
+        run's context + 0.01 x length does (float64 has no TFLite kernels here).
+        """
         n, p = self.pieces.lengths[:, None], self._piece_index()  # [B, 1], [1, P]
         size, step = self.size[:, None, None], self.step[:, None, None]
         # The windows that can hold piece p: at most size / step + 1 of them,
@@ -270,14 +275,13 @@ class Windows:
         # earlier on a tie.
         reach = tf.reduce_max(tf.concat([-(-self.size // self.step), [0]], 0)) + 1
         last = tf.minimum(p // self.step[:, None], self.count[:, None] - 1)
-        window = last[..., None] - tf.range(reach - 1, -1, -1)  # [B, P, C]
+        window = tf.expand_dims(last, -1) - tf.range(reach - 1, -1, -1)  # [B, P, C]
         start = window * step
-        length = tf.minimum(size, n[..., None] - start)
-        at = p[..., None]
+        length = tf.minimum(size, tf.expand_dims(n, -1) - start)
+        at = tf.expand_dims(p, -1)
         holds = (window >= 0) & (at >= start) & (at < start + length)
         context = tf.minimum(at - start, start + length - 1 - at)
-        score = tf.cast(context, tf.float64) + 0.01 * tf.cast(length, tf.float64)
-        score = tf.where(holds, score, -np.inf)
+        score = tf.where(holds, 100 * context + length, -1)  # >= 1 where it holds
         owner = tf.gather(window, tf.argmax(score, -1, tf.int32), batch_dims=2)
         real = p < n
         row = tf.where(real, self.first_row[:, None] + owner, 0)

@@ -140,3 +140,59 @@ def test_entities_are_what_kbl_predict_decodes(scheme, crf):
         assert read == words, texts[i]
         found, cut = found + len(row["entities"]), cut + ("truncated_at" in row)
     assert found > 200 and 20 < cut < len(texts)
+
+
+def test_window_owners_are_the_runs_and_run_in_litert():
+    """Each piece's window (the most context, ties to the earlier window) as the
+    run picks it, for windows of tagging's and of QA's shapes, in TF and in a
+    .tflite file of TFLite builtins alone: the step toward windowing long texts
+    in the raw-text .tflite files, which read one window today."""
+    import types
+
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    from keras_bert_lite.data import tasks
+    from keras_bert_lite.export import text_graph
+    from keras_bert_lite.native_log import native_stderr
+
+    def owners(lengths, size, stride):
+        pieces = types.SimpleNamespace(lengths=lengths)
+        return dict(
+            zip(
+                ("row", "index"),
+                text_graph.Windows(pieces, size, stride).owners(),
+                strict=True,
+            )
+        )
+
+    specs = [
+        tf.TensorSpec([None], tf.int32, name=n) for n in ("lengths", "size", "stride")
+    ]
+    traced = tf.function(owners, input_signature=specs, autograph=False)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [traced.get_concrete_function()], tf.Module()
+    )
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    with native_stderr():
+        runner = Interpreter(model_content=converter.convert()).get_signature_runner()
+    # Tagging at seq_len 32 and 128, QA at 384 with questions of 1 to 64 pieces
+    # (stride 128), where the last window's shorter length can tie a full one.
+    shapes = [(30, 15), (126, 63), (254, 127)] + [(381 - q, 128) for q in (1, 17, 64)]
+    rng = np.random.default_rng(0)
+    lengths = np.concatenate([[0, 1], rng.integers(1, 1200, 16)]).astype(np.int32)
+    for size, stride in shapes:
+        inputs = [lengths, np.full_like(lengths, size), np.full_like(lengths, stride)]
+        graph = {k: v.numpy() for k, v in traced(*inputs).items()}
+        lite = runner(**dict(zip(("lengths", "size", "stride"), inputs, strict=True)))
+        first_row = np.cumsum([len(tasks._windows(n, size, stride)) for n in lengths])
+        for b, n in enumerate(lengths):
+            spans = tasks._windows(int(n), size, stride)
+            window = tasks._max_context_window(np.arange(n), spans)
+            starts = np.asarray([s for s, _ in spans])[window]
+            want_row = first_row[b] - len(spans) + window
+            for got in (graph, lite):
+                np.testing.assert_array_equal(got["row"][b, :n], want_row)
+                np.testing.assert_array_equal(
+                    got["index"][b, :n], np.arange(n) - starts
+                )
