@@ -10,9 +10,9 @@ inside the file. Ids-only artefacts (model_ids.tflite, model.onnx, saved_model_i
 are fed the ids of `tokenize` from the run recorded in export.json, packed as
 training packs them. Labels (and a tagger's scheme and CRF transitions, a QA model's
 window settings and null threshold) come from export.json beside the artefact, and
-the outputs are decoded as `training.finetune.predict` decodes a run's (the raw-text
-SavedModel of a tagger or QA model has done so in its graph already, from every
-window: its entities and answers are read as they are).
+the outputs are decoded as `training.finetune.predict` decodes a run's, from every
+window of a long text (the raw-text SavedModel of a tagger or QA model has done so in
+its graph already: its entities and answers are read as they are).
 """
 
 from __future__ import annotations
@@ -189,25 +189,35 @@ def _entities(
     tag sequence the scheme allows with the highest score (a CRF's learned
     transitions added, from export.json). Offsets are characters.
 
-    An export reads the first seq_len - 2 pieces of a text; the words after them
-    get no tags, and the text's result says where they begin (`truncated_at`, the
-    character offset after the last word tagged), where the run would window it.
+    A .tflite file gives every piece of a text, read from the window where it has
+    the most context (`text_probabilities`), as the run windows a long text. Files
+    from before it did, and other per-piece outputs of one window, read the first
+    seq_len - 2 pieces of a text; the words after them get no tags, and the text's
+    result says where they begin (`truncated_at`, the character offset after the
+    last word tagged), where the run would window it.
     """
     from keras_bert_lite.training.finetune import entities
 
-    starts, ends = _piece_chars(texts, outputs)
-    probabilities = np.asarray(outputs["probabilities"], np.float64)
+    if "text_probabilities" in outputs:
+        starts, ends = _byte_spans_to_chars(
+            texts, outputs["text_piece_begin"], outputs["text_piece_end"]
+        )
+        probabilities = np.asarray(outputs["text_probabilities"], np.float64)
+        window = None  # every piece was read
+    else:
+        starts, ends = _piece_chars(texts, outputs)
+        probabilities = np.asarray(outputs["probabilities"], np.float64)
+        window = int(manifest["seq_len"]) - 2
     scheme = _scheme(manifest)
     masks = tasks.allowed_transitions(labels, scheme)
     learned = _crf(manifest)
-    window = int(manifest["seq_len"]) - 2
     results = []
     for i, text in enumerate(texts):
         pieces = np.flatnonzero(starts[i] >= 0)
         piece_starts = starts[i][pieces]
         spans = tasks.words_with_offsets(text)
         result: dict = {"text": text}
-        if len(pieces) >= window and spans:
+        if window is not None and len(pieces) >= window and spans:
             read_to = int(ends[i][pieces[-1]])
             read = [span for span in spans if span[0] < read_to]
             if len(read) < len(spans):  # the words from truncated_at on: no tags
@@ -225,9 +235,9 @@ def _entities(
 
 
 def tagged(texts: Sequence[str], outputs: dict, manifest: dict) -> list[dict]:
-    """Entities (and `truncated_at`) from a raw-text tagger's outputs on `texts`:
-    the SavedModel's own decoding, or the .tflite file's per-piece outputs decoded
-    as the run decodes."""
+    """Entities from a raw-text tagger's outputs on `texts`: the SavedModel's own
+    decoding, or the .tflite file's per-piece outputs decoded as the run decodes
+    (with `truncated_at` from a file that reads one window)."""
     if "entity_type" in outputs:
         return _served_entities(texts, outputs)
     return _entities(texts, outputs, manifest["labels"], manifest)
@@ -278,15 +288,15 @@ def _piece_chars(texts: Sequence[str], outputs: dict) -> tuple[np.ndarray, np.nd
     SavedModel gives them; the .tflite file gives UTF-8 byte spans."""
     if "start" in outputs:
         return np.asarray(outputs["start"]), np.asarray(outputs["end"])
-    return _byte_spans_to_chars(texts, outputs)
+    return _byte_spans_to_chars(texts, outputs["piece_begin"], outputs["piece_end"])
 
 
 def _byte_spans_to_chars(
-    texts: Sequence[str], outputs: dict
+    texts: Sequence[str], begin, end
 ) -> tuple[np.ndarray, np.ndarray]:
     """[B, T] character spans of the pieces whose UTF-8 byte spans in their text are
-    `piece_begin`/`piece_end` (-1 stays -1)."""
-    begin, end = np.asarray(outputs["piece_begin"]), np.asarray(outputs["piece_end"])
+    `begin`/`end` (-1 stays -1)."""
+    begin, end = np.asarray(begin), np.asarray(end)
     starts, ends = np.full_like(begin, -1), np.full_like(end, -1)
     for i, text in enumerate(texts):
         piece = begin[i] >= 0
@@ -335,9 +345,11 @@ def _answers(
 
     Ids-only artefacts are fed every window of each context, packed by the run's
     tokenizer as in training, so they answer as the run does; so does the raw-text
-    SavedModel, which windows and decodes in its graph. The raw-text .tflite files
-    read the first window; where a context goes on past it, the answer says where
-    reading stopped (`truncated_at`, the character after the last piece read).
+    SavedModel, which windows and decodes in its graph, and the raw-text .tflite
+    files, which window in the file and are decoded here. (.tflite files exported
+    before they did read the first window; where a context goes on past it, the
+    answer says where reading stopped: `truncated_at`, the character after the
+    last piece read.)
     """
     examples = [
         tasks.QAExample(id=str(i), question=q, context=c)
@@ -369,8 +381,12 @@ def text_answers(
 ) -> list[dict]:
     """Answers from a raw-text QA artefact's outputs on `examples`: the SavedModel's
     own (chosen in its graph from every window of the context, as the run decodes),
-    or, from a file that reads one window, `first_window_answers`."""
-    if "windows" not in outputs:
+    a .tflite file's every window decoded as the run decodes, or, from a file that
+    reads one window (exported before they read every one), `first_window_answers`.
+    """
+    if "window_question" in outputs:
+        return _window_answers(examples, outputs, threshold)
+    if "answer" not in outputs:
         return first_window_answers(examples, outputs, threshold)
     columns = (outputs[k] for k in ("answer", "start", "end", "score"))
     return [
@@ -383,6 +399,24 @@ def text_answers(
         }
         for ex, answer, start, end, score in zip(examples, *columns, strict=True)
     ]
+
+
+def _window_answers(
+    examples: Sequence[tasks.QAExample], outputs: dict, threshold: float
+) -> list[dict]:
+    """Answers from a raw-text .tflite QA file's outputs on `examples`: every
+    window of each context (`window_*`), decoded as the run decodes."""
+    question = np.asarray(outputs["window_question"])
+    starts, ends = _byte_spans_to_chars(
+        [examples[q].context for q in question],
+        outputs["window_piece_begin"],
+        outputs["window_piece_end"],
+    )
+    features = _read_features(
+        starts, ends, question, np.asarray(outputs["window_max_context"], bool)
+    )
+    logits = {k: outputs[f"window_{k}"] for k in ("start_logits", "end_logits")}
+    return _decoded(examples, features, logits, threshold, [None] * len(examples))
 
 
 def first_window_answers(
@@ -418,20 +452,30 @@ def _first_windows(contexts: list[str], outputs: dict):
     """(`tasks.QAFeatures` of a raw-text QA export's one window per question, and
     per context the character after its last piece read, or None when it was read
     to the end)."""
-    starts, ends = _byte_spans_to_chars(contexts, outputs)
+    starts, ends = _byte_spans_to_chars(
+        contexts, outputs["piece_begin"], outputs["piece_end"]
+    )
     read_to = []
     for context, row in zip(contexts, ends, strict=True):
         last = int(row.max(initial=0))  # the end of the last piece read
         read_to.append(last if context[last:].strip() else None)
-    n = len(contexts)
-    features = tasks.QAFeatures(
-        token_ids=np.asarray(outputs["token_ids"]),
+    # One window: every piece has its most context here.
+    features = _read_features(starts, ends, np.arange(len(contexts)), starts >= 0)
+    return features, read_to
+
+
+def _read_features(starts, ends, question, max_context) -> tasks.QAFeatures:
+    """`tasks.QAFeatures` for decoding the windows a raw-text file read: the
+    context pieces' character spans [R, T] (-1 elsewhere), each window's question
+    [R] and the pieces whose most-context window it is [R, T]."""
+    n = len(question)
+    return tasks.QAFeatures(
+        token_ids=np.zeros_like(starts),  # only its shape is read by the decoding
         segment_ids=np.zeros_like(starts),
         padding_mask=np.zeros_like(starts),
         start_positions=np.zeros(n, np.int32),
         end_positions=np.zeros(n, np.int32),
-        example_index=np.arange(n, dtype=np.int32),
+        example_index=np.asarray(question, np.int32),
         token_to_char=np.stack([starts, ends], -1).astype(np.int32),
-        max_context=starts >= 0,  # one window: every piece has its most context here
+        max_context=max_context,
     )
-    return features, read_to

@@ -288,22 +288,35 @@ class Windows:
         index = tf.where(real, p - owner * self.step[:, None], 0)
         return row, index
 
+    def _every_piece(self):
+        """(index [1, P], valid [B, P]): every piece of each text."""
+        p = self._piece_index()
+        return p, p < self.pieces.lengths[:, None]
+
     def piece_spans(self, texts):
         """Character (start, end) of every piece of each text, int32 [B, P] (-1 past
         a text's pieces)."""
-        p = self._piece_index()
-        return self.pieces.char_spans(texts, p, p < self.pieces.lengths[:, None])
+        return self.pieces.char_spans(texts, *self._every_piece())
+
+    def piece_bytes(self):
+        """UTF-8 byte (begin, end) of every piece of each text, int32 [B, P] (-1
+        past a text's pieces), for `Pieces` tokenized with offsets: core ops that
+        TFLite runs, where `piece_spans` needs unicode_decode."""
+        return self.pieces.byte_offsets(*self._every_piece())
 
 
 class TextWindows(Windows):
     """Every text's pieces in windows of seq_len - 2, half a window apart (as
     `tasks.encode_tagging` windows a sentence), each packed `[CLS] pieces [SEP]`:
-    `features`, the three int32 [R, T] model inputs."""
+    `features`, the three int32 [R, T] model inputs.
 
-    def __init__(self, tokenizer, texts, seq_len: int):
+    `pieces`: `WordPieces` (each word tokenized on its own, as the run does) or
+    `Pieces` of the whole texts (what TFLite builtins can run)."""
+
+    def __init__(self, pieces: Pieces | WordPieces, seq_len: int):
         size = seq_len - 2
         stride = max(1, size // 2)  # as `tasks.encode_tagging`
-        super().__init__(WordPieces(tokenizer, texts), size, stride)
+        super().__init__(pieces, size, stride)
         length = self.length[:, None]  # [R, 1]
         position = tf.range(seq_len, dtype=tf.int32)[None, :]
         in_window = (position >= 1) & (position <= length)
@@ -316,6 +329,13 @@ class TextWindows(Windows):
             "segment_ids": tf.zeros_like(token_ids),
             "padding_mask": tf.cast(inside, tf.int32),
         }
+
+    def per_piece(self, per_window):
+        """[R, T, ...] per-position outputs of the windows -> [B, P, ...]: each
+        piece's from the window where it has the most context (`owners`); a
+        window's pieces start at position 1."""
+        row, index = self.owners()
+        return tf.gather_nd(per_window, tf.stack([row, index + 1], -1))
 
     def first_window(self, values, fill: int):
         """[B, P] per-piece values -> [B, T] as each text's first window holds
@@ -336,13 +356,21 @@ class QuestionWindows(Windows):
     pieces, the context in windows of the rest, `doc_stride` apart.
 
     `features`: the three int32 [R, T] model inputs; `piece_begin`/`piece_end`
-    int32 [R, T]: the context pieces' characters in the context (-1 elsewhere);
-    `max_context` bool [R, T]: the context pieces whose most-context window this
-    row is.
+    int32 [R, T]: the context pieces' spans in the context (-1 elsewhere), in
+    characters, or with `spans="bytes"` in UTF-8 bytes (core ops that TFLite
+    runs); `max_context` bool [R, T]: the context pieces whose most-context window
+    this row is.
     """
 
     def __init__(
-        self, tokenizer, questions, contexts, seq_len, doc_stride, max_query_len
+        self,
+        tokenizer,
+        questions,
+        contexts,
+        seq_len,
+        doc_stride,
+        max_query_len,
+        spans: str = "chars",
     ):
         question = Pieces(tokenizer, questions)
         keep_q = tf.minimum(question.lengths, max_query_len)  # [B]
@@ -369,8 +397,12 @@ class QuestionWindows(Windows):
             "segment_ids": tf.where((position >= offset) & inside, 1, 0),
             "padding_mask": tf.cast(inside, tf.int32),
         }
-        # Each context piece's characters and most-context window, per row.
-        start, end = self.piece_spans(contexts)  # [B, P]
+        # Each context piece's span and most-context window, per row.
+        if spans not in ("chars", "bytes"):
+            raise ValueError(f"spans: 'chars' or 'bytes', not {spans!r}")
+        start, end = (
+            self.piece_spans(contexts) if spans == "chars" else self.piece_bytes()
+        )  # [B, P]
         row, _ = self.owners()
         piece = tf.where(in_c, self.start[:, None] + index, 0)  # in the context
         text = tf.broadcast_to(self.text[:, None], tf.shape(piece))

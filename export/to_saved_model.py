@@ -143,10 +143,10 @@ def build_functions(source: ExportSource) -> dict[str, Callable]:
     def tag(text):
         # Every window of every text through the model, as the run windows a long
         # sentence; each piece read from the window where it has the most context.
-        windows = text_graph.TextWindows(tokenizer, text, seq_len)
+        words = text_graph.WordPieces(tokenizer, text)
+        windows = text_graph.TextWindows(words, seq_len)
         per_window = run_model(windows.features)["probabilities"]  # [R, T, K]
-        row, index = windows.owners()  # a window's pieces start at position 1
-        per_piece = tf.gather_nd(per_window, tf.stack([row, index + 1], -1))
+        per_piece = windows.per_piece(per_window)  # [B, P, K]
         start, end = windows.piece_spans(text)  # [B, P]
         # The run's words, tags and entities: what `kbl predict` gives for the run.
         # (`decode` takes the pieces at 1 .. n, as in a window.)

@@ -13,7 +13,11 @@ which LiteRT runs once they are registered:
     runner(text=np.array(["a review"], dtype=object))["probabilities"]
 
 Everything after tokenization (packing, the encoder, the head) lowers to TFLite
-builtins; no TF select ops are used.
+builtins; no TF select ops are used. A tagger's or QA model's file cuts a long text
+into the run's overlapping windows and runs the model on all of them in one call
+(`text_graph.Windows`); what needs string ops or loops TFLite lacks (word-by-word
+tokenization, Viterbi, cutting out the answer) is the app's: `kbl predict` does it
+in Python from the file's per-piece or per-window outputs (`_text_function`).
 
 Quantization: "none" (float32), "float16" (float16 weights), "dynamic" (int8
 weights, float activations) and "int8" (int8 weights and activations calibrated on
@@ -55,32 +59,73 @@ def file_name(quantize: str = "none", ids_only: bool = False) -> str:
 
 def _text_function(source: ExportSource):
     """tf.function: raw strings [B] -> the task's outputs and `token_ids` [B, T]
-    (T = seq_len)."""
+    (T = seq_len).
+
+    A tagger's are those of every window of a text (seq_len - 2 pieces, half a
+    window apart), each piece read from the window where it has the most context:
+    `text_probabilities` [B, P, K] for every piece of the text (P = the longest
+    text's pieces), `text_piece_begin`/`text_piece_end` [B, P] their UTF-8 byte
+    spans (-1 past a text's pieces) and `windows` [B]; beside them the first
+    window's `logits`, `probabilities`, `token_ids`, `piece_begin`, `piece_end`.
+
+    A QA model's are those of every window of the context (as the run windows it:
+    the question's first max_query_len pieces, the context doc_stride apart), R in
+    the batch: `window_start_logits`, `window_end_logits` [R, T], the context
+    pieces' UTF-8 byte spans `window_piece_begin`/`window_piece_end` [R, T] (-1
+    elsewhere), `window_max_context` bool [R, T] (the pieces whose most-context
+    window this is), `window_question` [R] (the question's index in the batch)
+    and `windows` [B]; beside them the first window's `start_logits`,
+    `end_logits`, `token_ids`, `piece_begin`, `piece_end`.
+    """
     import tensorflow as tf
 
     from keras_bert_lite.export import text_graph
 
-    model, tokenizer, seq_len = source.model, source.tokenizer, source.seq_len
+    tokenizer, seq_len = source.tokenizer, source.seq_len
+    run_model = _outputs(source)
 
-    def outputs_of(features, extra):
-        outputs = model({k: features[k] for k in ID_INPUTS}, training=False)
-        result = {k: tf.cast(outputs[k], tf.float32) for k in source.output_names}
-        result.update({k: features[k] for k in extra})
+    def classified(features):
+        result = run_model(features)
         # Classifiers pack to the batch's longest row (fit=True): the same
         # probabilities, several times faster for short texts. `token_ids` keeps
-        # its documented [B, seq_len] shape (tagging and QA are packed to seq_len
-        # already, and their offsets would need -1, not [PAD], as padding).
-        result["token_ids"] = text_graph.pad_positions(result["token_ids"], seq_len)
+        # its documented [B, seq_len] shape.
+        result["token_ids"] = text_graph.pad_positions(features["token_ids"], seq_len)
         return result
 
     if source.task == "qa":
         max_query_len = int(source.options.get("max_query_len", 64))
 
+        doc_stride = int(source.options.get("doc_stride", 128))
+
         def call(question, context):
-            features = text_graph.encode_question(
-                tokenizer, question, context, seq_len, max_query_len
+            # Every window of the context, as the run windows it; the app (kbl
+            # predict in Python) chooses the answer as the run does.
+            windows = text_graph.QuestionWindows(
+                tokenizer,
+                question,
+                context,
+                seq_len,
+                doc_stride,
+                max_query_len,
+                "bytes",
             )
-            return outputs_of(features, ("token_ids", "piece_begin", "piece_end"))
+            logits = run_model(windows.features)
+            first = windows.first_row
+            piece_begin, piece_end = windows.first_window_bytes()
+            return {
+                # The first window's, as before: [B, T].
+                **{k: tf.gather(v, first) for k, v in logits.items()},
+                "token_ids": tf.gather(windows.features["token_ids"], first),
+                "piece_begin": piece_begin,
+                "piece_end": piece_end,
+                # Every window: [R, T], and each window's question [R].
+                **{f"window_{k}": v for k, v in logits.items()},
+                "window_piece_begin": windows.piece_begin,
+                "window_piece_end": windows.piece_end,
+                "window_max_context": windows.max_context,
+                "window_question": windows.text,
+                "windows": windows.count,  # [B]
+            }
 
     elif source.pair:
 
@@ -88,19 +133,38 @@ def _text_function(source: ExportSource):
             features = text_graph.encode_pair(
                 tokenizer, text, text_pair, seq_len, fit=True
             )
-            return outputs_of(features, ("token_ids",))
+            return classified(features)
 
     elif source.task == "tag":
 
         def call(text):
-            features = text_graph.encode_single(tokenizer, text, seq_len, True)
-            return outputs_of(features, ("token_ids", "piece_begin", "piece_end"))
+            # Every window of the text, as the run windows a long sentence; each
+            # piece read from the window where it has the most context. The text
+            # is tokenized whole (the run's per-word tokenization needs string ops
+            # that TFLite lacks); Viterbi over the words is left to the app.
+            pieces = text_graph.Pieces(tokenizer, text, offsets=True)
+            windows = text_graph.TextWindows(pieces, seq_len)
+            per_window = run_model(windows.features)
+            begin, end = windows.piece_bytes()  # [B, P]
+            first = windows.first_row
+            return {
+                # The first window's, as before: [B, T] and [B, T, K].
+                **{k: tf.gather(v, first) for k, v in per_window.items()},
+                "token_ids": tf.gather(windows.features["token_ids"], first),
+                "piece_begin": windows.first_window(begin, -1),
+                "piece_end": windows.first_window(end, -1),
+                # Every piece of the text: [B, P, K] and [B, P].
+                "text_probabilities": windows.per_piece(per_window["probabilities"]),
+                "text_piece_begin": begin,
+                "text_piece_end": end,
+                "windows": windows.count,  # [B]
+            }
 
     else:
 
         def call(text):
             features = text_graph.encode_single(tokenizer, text, seq_len, fit=True)
-            return outputs_of(features, ("token_ids",))
+            return classified(features)
 
     specs = [tf.TensorSpec([None], tf.string, name=n) for n in source.text_inputs]
     return tf.function(call, input_signature=specs, autograph=False)
@@ -114,6 +178,13 @@ def _ids_function(source: ExportSource):
     # both axes dynamic the converter cannot lower the attention's 5-D slices.
     specs = [tf.TensorSpec([None, source.seq_len], tf.int32, name=n) for n in ID_INPUTS]
     return tf.function(ids_call(source), input_signature=specs, autograph=False)
+
+
+def _outputs(source: ExportSource):
+    """features (the three int32 [B, T] id inputs) -> the Keras model's outputs in
+    float32 (`source.output_names`)."""
+    call = ids_call(source)
+    return lambda features: call(*(features[k] for k in ID_INPUTS))
 
 
 def _representative_records(source: ExportSource, representative) -> list[dict]:

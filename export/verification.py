@@ -9,10 +9,10 @@ Raw-text artefacts are fed the file's raw strings, so their numbers include the
 in-graph tokenizer; they also report whether their token ids equal the training
 pipeline's for every input. A tagger's raw-text artefacts are fed each sentence's
 words joined as written, a QA model's the question and context, and are decoded as
-`kbl predict` decodes them; those that read one window (the .tflite files) score
-a longer record as far as they read it (`truncated` says how many), and their
-parity is measured on the records that training packs in one window
-(`compared`).
+`kbl predict` decodes them, every window of a long record (a .tflite file exported
+before the files windowed scores a longer record as far as its one window reads:
+`truncated` says how many); their parity is measured on the first window of the
+records that training packs in one window (`compared`).
 """
 
 from __future__ import annotations
@@ -345,10 +345,10 @@ def _raw_text_row(entry, source, manifest, run_text, encoded, reference) -> dict
     """A raw-text tagger or QA artefact, fed each record as raw text (a sentence's
     words joined as written; a question and its context) and decoded as `kbl
     predict` decodes it: the task metric over every record (a file that reads one
-    window scores a longer record on what it read: `truncated` counts them), and
-    the largest |difference| of the first window's outputs from the Keras model on
-    the records that training packs in one window with the same token ids
-    (`compared`)."""
+    window, exported before the .tflite files windowed, scores a longer record on
+    what it read: `truncated` counts them), and the largest |difference| of the
+    first window's outputs from the Keras model on the records that training packs
+    in one window with the same token ids (`compared`)."""
     from keras_bert_lite.data import tasks
     from keras_bert_lite.export.predict import tagged, text_answers
     from keras_bert_lite.training import metrics as m
@@ -383,7 +383,10 @@ def _raw_text_row(entry, source, manifest, run_text, encoded, reference) -> dict
         metrics = m.entity_metrics([tags for _, tags in records], predicted, scheme)
     else:
         threshold = float(source.options.get("null_threshold", 0.0))
-        results = text_answers(records, _stack(outputs), threshold)
+        results = [
+            text_answers([ex], out, threshold)[0]
+            for ex, out in zip(records, outputs, strict=True)
+        ]
         metrics = m.squad_metrics(
             {ex.id: r["text"] for ex, r in zip(records, results, strict=True)},
             {ex.id: [text for text, _ in ex.answers] for ex in records},

@@ -777,6 +777,8 @@ def test_a_crf_taggers_export_predicts_the_entities_its_run_predicts(tmp_path, c
     from keras_bert_lite.data import tasks
     from keras_bert_lite.export import saved_model, tflite, verify
     from keras_bert_lite.export.predict import predict as predict_exported
+    from keras_bert_lite.export.predict import tagged
+    from keras_bert_lite.export.to_tflite import interpreter as tflite_interpreter
     from keras_bert_lite.export.verification import _word_tags
     from keras_bert_lite.io import read_json
     from keras_bert_lite.text import learn_vocabulary
@@ -812,12 +814,24 @@ def test_a_crf_taggers_export_predicts_the_entities_its_run_predicts(tmp_path, c
     assert manifest["scheme"] == "BIO" and len(manifest["crf"]["transitions"]) == len(
         manifest["labels"]
     )
+    # The raw-text .tflite file reads every window of a long text, each piece
+    # from the window where it has the most context, as the run does (it used to
+    # read the first window and flag the rest `truncated_at`).
     got = predict_exported(path, texts)
     long = len(texts) - 2
-    assert [i for i, row in enumerate(got) if "truncated_at" in row] == [long]
-    cut = got[long]["truncated_at"]
-    assert 0 < cut < len(texts[long])
-    assert all(entity["end"] <= cut for entity in got[long]["entities"])
+    assert not [row for row in got if "truncated_at" in row]
+    assert got == want
+    litert = tflite_interpreter(path).get_signature_runner()
+    out = litert(text=np.array([texts[long], texts[0]], dtype=object))
+    pieces = len(tokenizer([texts[long]])[0])
+    assert out["windows"].tolist() == [len(tasks._windows(pieces, 62, 31)), 1]
+    assert out["text_probabilities"].shape == (2, pieces, len(manifest["labels"]))
+    # A file exported before the .tflite files windowed gives the first window's
+    # outputs alone: kbl predict tags what it read and says where it stopped.
+    first = {k: out[k] for k in ("probabilities", "piece_begin", "piece_end")}
+    cut, short = tagged([texts[long], texts[0]], first, manifest)
+    assert 0 < cut["truncated_at"] < len(texts[long]) and short == got[0]
+    assert all(entity["end"] <= cut["truncated_at"] for entity in cut["entities"])
     # The SavedModel windows and decodes in its graph as the run does, so TF
     # Serving answers with the run's entities, the long text's included, without
     # kbl.
@@ -827,7 +841,6 @@ def test_a_crf_taggers_export_predicts_the_entities_its_run_predicts(tmp_path, c
     assert [[t.decode() for t in row if t] for row in out["entity_text"].numpy()] == [
         [entity["text"] for entity in row["entities"]] for row in want
     ]
-    assert len(want[long]["entities"]) > len(got[long]["entities"])
     for batch in ([], [""], ["", "  "]):  # no text, texts without words
         out = signature(text=tf.constant(batch, tf.string))
         assert out["entity_text"].shape == (len(batch), 0)
@@ -844,8 +857,6 @@ def test_a_crf_taggers_export_predicts_the_entities_its_run_predicts(tmp_path, c
     # An ids-only export is fed the run's windows: the run's entities, all of them.
     ids_only = tflite(run, str(tmp_path / "export"), ids_only=True)
     assert predict_exported(ids_only, texts) == want
-    del got[long], want[long]
-    assert got == want
     # kbl verify scores the raw-text files too, decoded as kbl predicts: on a file
     # whose tags are the run's own entities, every format scores F1 1.
     own = tmp_path / "own.conll"
@@ -863,7 +874,7 @@ def test_a_crf_taggers_export_predicts_the_entities_its_run_predicts(tmp_path, c
         if row["input"] == "text":
             assert row["token_ids_match"] and row["compared"] == len(fits), name
     assert cli.main(["predict", "--model", path, texts[long]]) == 0
-    assert "truncated_at" in capsys.readouterr().err
+    assert "truncated" not in capsys.readouterr().err
     # A CoNLL file as input: its sentences as raw text, one prediction per word.
     assert cli.main(["predict", "--model", run, "--input", str(dev)]) == 0
     printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -874,8 +885,9 @@ def test_a_crf_taggers_export_predicts_the_entities_its_run_predicts(tmp_path, c
 def test_qa_exports_answer_as_the_run_answers(tmp_path, capsys):
     """`kbl predict` on a QA export: ids-only artefacts are fed every window, as
     the run packs them, and answer as the run does; so does the SavedModel, which
-    windows in its graph; a raw-text .tflite file reads the first window and says
-    where it stopped. QA exports used to be refused."""
+    windows in its graph, and the raw-text .tflite file, which windows in the file
+    (it used to read the first window and say where it stopped). QA exports used
+    to be refused."""
     import tensorflow as tf
     import tensorflow_text  # noqa: F401  (the tokenizer's ops)
 
@@ -883,6 +895,8 @@ def test_qa_exports_answer_as_the_run_answers(tmp_path, capsys):
     from keras_bert_lite.data import tasks
     from keras_bert_lite.export import saved_model, tflite, verify
     from keras_bert_lite.export.predict import predict as predict_exported
+    from keras_bert_lite.export.predict import text_answers
+    from keras_bert_lite.export.to_tflite import interpreter as tflite_interpreter
     from keras_bert_lite.io import read_json, write_json
     from keras_bert_lite.text import learn_vocabulary
     from keras_bert_lite.training.finetune import predict
@@ -924,11 +938,23 @@ def test_qa_exports_answer_as_the_run_answers(tmp_path, capsys):
     )
     raw = tflite(run, str(tmp_path / "export"))
     got = predict_exported(raw, questions, contexts=contexts)
-    cut = [i for i, row in enumerate(got) if "truncated_at" in row]
-    assert 0 < len(cut) < len(got)  # some contexts go on past the first window
-    for i, (row, context) in enumerate(zip(got, contexts, strict=True)):
-        if i in cut:
-            assert 0 < row["truncated_at"] < len(context)
+    assert spans(got) == spans(want) and not [r for r in got if "truncated_at" in r]
+    litert = tflite_interpreter(raw).get_signature_runner()
+    out = litert(
+        question=np.array(questions, dtype=object),
+        context=np.array(contexts, dtype=object),
+    )
+    long = np.flatnonzero(out["windows"] > 1)
+    assert 0 < len(long) < len(got)  # some contexts go on past the first window
+    assert out["window_start_logits"].shape == (out["windows"].sum(), 64)
+    # A file exported before the .tflite files windowed gives the first window's
+    # outputs alone: kbl predict answers from it and says where it stopped.
+    first = {k: v for k, v in out.items() if not k.startswith("window")}
+    old = text_answers(examples, first, 1e9)
+    assert [i for i, r in enumerate(old) if "truncated_at" in r] == long.tolist()
+    for i, row in enumerate(old):
+        if i in long:
+            assert 0 < row["truncated_at"] < len(contexts[i])
             assert row["end"] <= row["truncated_at"]
         else:
             assert spans([row]) == spans([want[i]])
@@ -941,15 +967,14 @@ def test_qa_exports_answer_as_the_run_answers(tmp_path, capsys):
     signature = tf.saved_model.load(served).signatures["serving_default"]
     out = signature(question=tf.constant(questions), context=tf.constant(contexts))
     assert [a.decode() for a in out["answer"].numpy()] == [r["text"] for r in want]
-    assert (out["windows"].numpy()[cut] > 1).all()
+    assert (out["windows"].numpy()[long] > 1).all()
     for batch in ([], [""], ["", "\u200b"]):  # no question, empty contexts
         strings = tf.constant(batch, tf.string)
         out = signature(question=strings, context=strings)
         assert out["answer"].numpy().tolist() == [b""] * len(batch)
     assert predict_exported(served, questions, contexts=contexts) == want
-    # kbl verify scores the raw-text file on what it read: on a file whose answers
-    # are the run's own, the ids-only file gets every one, the raw-text one every
-    # one whose context it read in full.
+    # kbl verify scores the raw-text files too: on a file whose answers are the
+    # run's own, every format gets every one, long contexts included.
     own = tmp_path / "own.json"
     paragraphs = [
         {
@@ -967,13 +992,13 @@ def test_qa_exports_answer_as_the_run_answers(tmp_path, capsys):
     write_json(str(own), {"version": "v2.0", "data": [{"paragraphs": paragraphs}]})
     printed = []
     report = verify(str(tmp_path / "export"), data=str(own), log=printed.append)
-    assert f"tflite: {len(cut)} of {len(got)} records longer than" in printed[-1]
+    assert not [line for line in printed if "records longer than" in line]
     assert report["keras"]["f1"] == 100.0
     rows = report["formats"]
-    assert rows["tflite_ids"]["exact"] == rows["saved_model"]["exact"] == 100.0
-    assert rows["saved_model"]["truncated"] == 0
-    assert rows["tflite"]["truncated"] == len(cut) and rows["tflite"]["token_ids_match"]
-    assert rows["tflite"]["exact"] >= 100.0 * (len(got) - len(cut)) / len(got)
+    for name in ("tflite_ids", "saved_model", "tflite"):
+        assert rows[name]["exact"] == 100.0, name
+    assert rows["saved_model"]["truncated"] == rows["tflite"]["truncated"] == 0
+    assert rows["tflite"]["token_ids_match"]
     assert 0 < rows["tflite"]["compared"] and rows["tflite"]["max_abs_diff"] < 1e-4
 
 
@@ -1092,8 +1117,10 @@ def test_tagging_and_qa_exports_decode_in_graph(tmp_path):
     assert (out["tags"].numpy()[~pieces] == b"").all()
     tagger = tflite(runs["tag"], str(tmp_path / "tag_out"))
     # The SavedModel's entities (all windows, decoded in its graph) are the run's;
-    # the .tflite file's (its probabilities and byte offsets, decoded by kbl) are
-    # the same where it read the whole text; all are the texts' own substrings.
+    # the .tflite file's (every window's probabilities and byte offsets, decoded
+    # by kbl) are the same wherever tokenizing the whole text gives the pieces of
+    # the run's words (the file cannot tokenize word by word); all are the texts'
+    # own substrings.
     from keras_bert_lite.export.predict import predict as predict_exported
     from keras_bert_lite.training.finetune import predict
 
@@ -1102,10 +1129,18 @@ def test_tagging_and_qa_exports_decode_in_graph(tmp_path):
     )
     assert from_saved == predict(runs["tag"], texts)
     from_tflite = predict_exported(tagger, texts)
-    assert any("truncated_at" in row for row in from_tflite)
-    for row, saved in zip(from_tflite, from_saved, strict=True):
-        if "truncated_at" not in row:
-            assert row == saved
+    same = []
+    for i, (text, row, saved) in enumerate(
+        zip(texts, from_tflite, from_saved, strict=True)
+    ):
+        assert "truncated_at" not in row
+        words = [text[s:e] for s, e in tasks.words_with_offsets(text)]
+        pieces = tokenizer(words).to_list() if words else []
+        by_word = [p for w in pieces for p in (w or [tasks.UNK_ID])]
+        if by_word == tokenizer([text])[0].numpy().tolist():
+            assert row == saved, text
+            same.append(i)
+    assert 2 in same and len(same) >= len(texts) - 2, same  # 2: 1,000s of pieces
     for row in from_saved:
         for entity in row["entities"]:
             assert row["text"][entity["start"] : entity["end"]] == entity["text"]
@@ -1143,13 +1178,24 @@ def test_tagging_and_qa_exports_decode_in_graph(tmp_path):
             int(out["end"][i]),
         )
         assert got == (want["text"], want["start"], want["end"])
-    runner = _tflite_runner(tflite(source, str(tmp_path / "qa_out")))
+    qa_tflite = tflite(source, str(tmp_path / "qa_out"))
+    runner = _tflite_runner(qa_tflite)
     first = [int(np.flatnonzero(features.example_index == e)[0]) for e in single]
     got = runner(
         question=_strings([examples[e].question for e in single]),
         context=_strings([examples[e].context for e in single]),
     )
     np.testing.assert_array_equal(got["token_ids"], features.token_ids[first])
+    # The .tflite file windows every context as the run does (the long one is 12
+    # windows), and kbl decodes its windows to the run's answers.
+    from_tflite = predict_exported(
+        qa_tflite,
+        [ex.question for ex in examples],
+        contexts=[ex.context for ex in examples],
+    )
+    assert [(r["text"], r["start"], r["end"]) for r in from_tflite] == [
+        tuple(expected[ex.id][k] for k in ("text", "start", "end")) for ex in examples
+    ]
     # kbl predict reads the SavedModel's answers.
     from_saved = predict_exported(
         str(tmp_path / "qa_out" / "saved_model" / "1"),

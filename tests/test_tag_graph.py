@@ -145,8 +145,8 @@ def test_entities_are_what_kbl_predict_decodes(scheme, crf):
 def test_window_owners_are_the_runs_and_run_in_litert():
     """Each piece's window (the most context, ties to the earlier window) as the
     run picks it, for windows of tagging's and of QA's shapes, in TF and in a
-    .tflite file of TFLite builtins alone: the step toward windowing long texts
-    in the raw-text .tflite files, which read one window today."""
+    .tflite file of TFLite builtins alone, as the raw-text .tflite taggers and QA
+    files window long texts."""
     import types
 
     import tensorflow as tf
