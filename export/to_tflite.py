@@ -24,7 +24,7 @@ weights, float activations) and "int8" (int8 weights and activations calibrated 
 the run's training texts; ops without int8 kernels, the tokenizer included, stay
 float). The int8 trace masks attention padding with a finite floor instead of Keras'
 -2.4e38, which would otherwise take the whole int8 range of the attention logits
-(see `_int8_attention_mask`).
+(see `_int8_attention_mask`), and a QA model's padding logits likewise (`_outputs`).
 
 Weights are frozen into the file: left as variables, Keras 3 weights became resource
 variables that nothing initializes in the .tflite file, and LiteRT returned NaN.
@@ -57,9 +57,9 @@ def file_name(quantize: str = "none", ids_only: bool = False) -> str:
     return f"{stem}.tflite" if quantize == "none" else f"{stem}.{quantize}.tflite"
 
 
-def _text_function(source: ExportSource):
+def _text_function(source: ExportSource, int8: bool = False):
     """tf.function: raw strings [B] -> the task's outputs and `token_ids` [B, T]
-    (T = seq_len).
+    (T = seq_len); `int8`: traced for full int8 (`_outputs`).
 
     A tagger's are those of every window of a text (seq_len - 2 pieces, half a
     window apart), each piece read from the window where it has the most context:
@@ -82,7 +82,7 @@ def _text_function(source: ExportSource):
     from keras_bert_lite.export import text_graph
 
     tokenizer, seq_len = source.tokenizer, source.seq_len
-    run_model = _outputs(source)
+    run_model = _outputs(source, int8)
 
     def classified(features):
         result = run_model(features)
@@ -170,19 +170,54 @@ def _text_function(source: ExportSource):
     return tf.function(call, input_signature=specs, autograph=False)
 
 
-def _ids_function(source: ExportSource):
-    """tf.function: the three int32 [B, T] id inputs -> the model's outputs."""
+def _ids_function(source: ExportSource, int8: bool = False):
+    """tf.function: the three int32 [B, T] id inputs -> the model's outputs;
+    `int8`: traced for full int8 (`_outputs`)."""
     import tensorflow as tf
 
     # The sequence axis is fixed at seq_len (apps pad to it, as training does): with
     # both axes dynamic the converter cannot lower the attention's 5-D slices.
     specs = [tf.TensorSpec([None, source.seq_len], tf.int32, name=n) for n in ID_INPUTS]
-    return tf.function(ids_call(source), input_signature=specs, autograph=False)
+    run_model = _outputs(source, int8)
+
+    def call(token_ids, segment_ids, padding_mask):
+        ids = (token_ids, segment_ids, padding_mask)
+        return run_model(dict(zip(ID_INPUTS, ids, strict=True)))
+
+    return tf.function(call, input_signature=specs, autograph=False)
 
 
-def _outputs(source: ExportSource):
+# In full int8 models, a QA model's padding logits sit this far below the row's
+# smallest logit.
+INT8_SPAN_MARGIN = 1.0
+
+
+def _outputs(source: ExportSource, int8: bool):
     """features (the three int32 [B, T] id inputs) -> the Keras model's outputs in
-    float32 (`source.output_names`)."""
+    float32 (`source.output_names`).
+
+    For full int8 a QA model's padding positions get `row minimum - 1` instead of
+    the model's -1e9: one int8 scale spans each output tensor, and with -1e9 inside
+    its range every real logit rounded to 0 (measured on a tiny MSRA QA model: all
+    its start and end logits 0, no answer right). Padding still ranks below every
+    real position, and the decoding reads context pieces only.
+    """
+    import tensorflow as tf
+
+    model = source.model
+    if int8 and source.task == "qa":
+
+        def spans(features):
+            inputs = {k: features[k] for k in ID_INPUTS}
+            sequence = model.backbone(inputs, training=False)["sequence_output"]
+            logits = tf.cast(model.span_dense(sequence), tf.float32)  # [B, T, 2]
+            floor = tf.reduce_min(logits, axis=1, keepdims=True) - INT8_SPAN_MARGIN
+            real = tf.expand_dims(features["padding_mask"] > 0, -1)
+            start, end = tf.unstack(tf.where(real, logits, floor), axis=-1)
+            return {"start_logits": start, "end_logits": end}
+
+        return spans
+
     call = ids_call(source)
     return lambda features: call(*(features[k] for k in ID_INPUTS))
 
@@ -317,8 +352,9 @@ def convert(
         convert_variables_to_constants_v2,
     )
 
-    function = _ids_function(source) if ids_only else _text_function(source)
-    with _int8_attention_mask() if quantize == "int8" else contextlib.nullcontext():
+    int8 = quantize == "int8"
+    function = (_ids_function if ids_only else _text_function)(source, int8)
+    with _int8_attention_mask() if int8 else contextlib.nullcontext():
         concrete = function.get_concrete_function()
     # Weights become constants before conversion. Left as captured variables, Keras 3
     # weights reach the .tflite file as resource variables that nothing initializes:

@@ -939,6 +939,13 @@ def test_qa_exports_answer_as_the_run_answers(tmp_path, capsys):
     raw = tflite(run, str(tmp_path / "export"))
     got = predict_exported(raw, questions, contexts=contexts)
     assert spans(got) == spans(want) and not [r for r in got if "truncated_at" in r]
+    # Full int8 too: the model's -1e9 on padding took the logits' whole int8 range,
+    # every logit came out 0 and no answer was the run's.
+    for ids in (False, True):
+        int8 = tflite(run, str(tmp_path / "export"), quantize="int8", ids_only=ids)
+        quantized = spans(predict_exported(int8, questions, contexts=contexts))
+        same = sum(a == b for a, b in zip(quantized, spans(want), strict=True))
+        assert same >= 0.9 * len(want), (ids, same)
     litert = tflite_interpreter(raw).get_signature_runner()
     out = litert(
         question=np.array(questions, dtype=object),
