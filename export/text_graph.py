@@ -206,6 +206,8 @@ class WordPieces:
             real, bytes_to_chars(words, byte_end), (end - begin)[:, None]
         )
         self.ids = tf.boolean_mask(ids, kept)  # [P]
+        first = tf.broadcast_to(tf.cast(k == 0, tf.int32), tf.shape(kept))
+        self._first = tf.boolean_mask(first, kept)  # [P]: 1 on a word's first piece
         self._begin = tf.boolean_mask(char_begin + begin[:, None], kept)
         self._end = tf.boolean_mask(char_end + begin[:, None], kept)
         word_text = tf.repeat(tf.range(tf.shape(texts)[0]), per_text)
@@ -220,6 +222,11 @@ class WordPieces:
             tf.where(valid, _take(values, self.starts, index, valid, 0), -1)
             for values in (self._begin, self._end)
         ]
+
+    def word_firsts(self, index, valid):
+        """[B, T] bool: the pieces at `index` that are their word's first (False
+        where not `valid`): the pieces training labels."""
+        return _take(self._first, self.starts, index, valid, 0) > 0
 
 
 class Windows:

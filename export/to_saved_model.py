@@ -13,7 +13,8 @@ Signatures of the raw-text model:
   -1) and each word's tag (`word_tags`, `word_spans`), from every window of a text
   and decoded in the graph as the run decodes (`text_graph.TextWindows`, `tag_graph`),
   beside the first window's per-piece `tag_ids`, `tags` (each piece's most
-  probable), `probabilities`, character offsets; QA the run's `answer` with
+  probable), `probabilities`, character offsets and `word_start` (each word's
+  first piece, whose tag is the word's); QA the run's `answer` with
   character `start`/`end` and `score`, from every window of the context and
   decoded in the graph as the run decodes (`text_graph.QuestionWindows`,
   `qa_graph`), `windows` (how many), and the first window's `start_logits`,
@@ -131,10 +132,6 @@ def build_functions(source: ExportSource) -> dict[str, Callable]:
             result["predicted"] = probabilities >= threshold  # [B, K]
         return result
 
-    continuation = tf.constant(
-        [t.startswith("##") for t in tokenizer.vocabulary], tf.bool
-    )
-
     decoding = source.decoding() if source.task == "tag" else {}
     crf = decoding.get("crf")
     if crf is not None:
@@ -172,9 +169,9 @@ def build_functions(source: ExportSource) -> dict[str, Callable]:
             "tag_ids": tag_ids,
             "tags": tf.where(piece, tf.gather(names, tf.maximum(tag_ids, 0)), ""),
             "probabilities": probabilities,
-            # Pieces that begin a word (not a ## continuation): a word's tag is
-            # the tag of its first piece, as training labels it.
-            "word_start": piece & ~tf.gather(continuation, token_ids),
+            # The first piece of each of the run's words: a word's tag is the
+            # tag of its first piece, as training labels it.
+            "word_start": words.word_firsts(tf.range(seq_len)[None, :] - 1, piece),
             "start": first_start,
             "end": windows.first_window(end, -1),
         }

@@ -847,11 +847,14 @@ def test_a_crf_taggers_export_predicts_the_entities_its_run_predicts(tmp_path, c
     # Each word tokenized on its own, as the run does: a word the tokenizer drops
     # whole gets an [UNK], and characters Python splits words at but the
     # tokenizer drops (U+001C, U+0085) still split them.
-    odd = ["Alice \u200b met Bob\x1cSmith in Paris\x85today , ok", "\u200b"]
+    odd = ["Alice \u200b met Bob\x1cSmith in (Paris)\x85today , ok", "\u200b"]
     words = [[t[s:e] for s, e in tasks.words_with_offsets(t)] for t in odd]
     features = tasks.encode_tagging(words, None, tokenizer, 64, manifest["labels"])
     out = signature(text=tf.constant(odd))
     np.testing.assert_array_equal(out["token_ids"].numpy(), features.token_ids)
+    # `word_start`: the pieces training labels, each word's first ("(Paris)" is
+    # one word: its "paris" piece is not a start, though no ## continuation).
+    np.testing.assert_array_equal(out["word_start"].numpy(), features.label_weights > 0)
     assert predict_exported(served, odd) == predict(run, odd)
     assert predict_exported(served, texts) == want
     # An ids-only export is fed the run's windows: the run's entities, all of them.
