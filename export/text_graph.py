@@ -20,7 +20,7 @@ import sys
 
 import tensorflow as tf
 
-from keras_bert_lite.data import tasks
+from keras_bert_lite.cjk import CJK_RANGES
 from keras_bert_lite.data.tasks import CLS_ID, PAD_ID, SEP_ID, UNK_ID
 
 _FAR = 2**30  # past any byte offset: padding for sorted offset tables
@@ -507,7 +507,7 @@ def word_spans(texts):
         points[..., None] == tf.constant(_spaces(), tf.int32), -1
     )
     cjk = tf.zeros_like(breaks)
-    for low, high in tasks.CJK_RANGES:
+    for low, high in CJK_RANGES:
         cjk |= (points >= low) & (points <= high)
     edge = tf.ones_like(breaks[:, :1])
     # A word starts after a space (or the text's start) or a CJK character, or at a

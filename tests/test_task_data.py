@@ -191,6 +191,32 @@ def test_joined_words_split_back_into_the_same_words():
     assert join_words(["北", "京", "and", "上", "海"]) == "北京 and 上海"
 
 
+def test_raw_text_words_split_cjk_where_the_tokenizer_does(tokenizer):
+    """Raw text's words (what `kbl predict` tags; the QA metric's characters) split
+    off exactly the ideographs the tokenizer splits off, at every edge of its
+    ranges. They used to split U+3400-9FFF and U+F900-FAFF: the Yijing hexagrams
+    too, which the tokenizer keeps together, and no supplementary-plane
+    ideograph, which it splits (and the QA metric split U+20000-2FA1F)."""
+    from keras_bert_lite.cjk import CJK_RANGES, is_cjk
+    from keras_bert_lite.data.tasks import words_with_offsets
+    from keras_bert_lite.training.metrics import squad_metrics
+
+    edges = {c for low, high in CJK_RANGES for c in (low - 1, low, high, high + 1)}
+    edges -= {0x33FF, 0xFB00}  # compatibility characters that normalize to letters
+    characters = [chr(c) for c in sorted(edges | {0x4DC0, 0x4DFF, 0x2CEB0})]
+    pieces = tokenizer([c * 2 for c in characters]).to_list()  # unknown: [UNK]s
+    split = [len(p) == 2 for p in pieces]
+    assert sum(split) == 2 * len(CJK_RANGES)  # each range's first and last
+    assert [len(words_with_offsets(c * 2)) == 2 for c in characters] == split
+    assert [is_cjk(c) for c in characters] == split
+    # Character-level QA F1 counts each of them as a token, and the others as
+    # part of a run: ["中", "𠀀", "a"] against ["中", "𠀀", "b"], then
+    # ["中", "\U0002ceb0a"] against ["中", "\U0002ceb0b"] (extension F).
+    for ideograph, f1 in (("\U00020000", 200 / 3), ("\U0002ceb0", 50.0)):
+        scores = squad_metrics({"q": f"中{ideograph}a"}, {"q": [f"中{ideograph}b"]})
+        assert scores["f1"] == pytest.approx(f1), hex(ord(ideograph))
+
+
 def test_classification_predictions_by_hand():
     p = np.array([[0.2, 0.7, 0.1], [0.3, 0.3, 0.4]])
     single = classification_predictions(["x", "y"], p, ["a", "b", "c"])

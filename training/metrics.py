@@ -46,6 +46,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from keras_bert_lite.cjk import is_cjk
+
 # Default threshold grid: 0.05, 0.10, ..., 0.95 (rounded so that 0.15 is 0.15, not
 # 0.15000000000000002, which would make `p >= t` miss a probability of exactly 0.15).
 DEFAULT_THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
@@ -419,18 +421,6 @@ def normalize_answer(s: str) -> str:
     return " ".join(s.split())
 
 
-def _is_cjk(ch: str) -> bool:
-    """A CJK Unified Ideograph (the main block, extension A, compatibility block, or
-    the supplementary-plane extensions)."""
-    code = ord(ch)
-    return (
-        0x4E00 <= code <= 0x9FFF
-        or 0x3400 <= code <= 0x4DBF
-        or 0xF900 <= code <= 0xFAFF
-        or 0x20000 <= code <= 0x2FA1F
-    )
-
-
 def _is_punctuation(ch: str) -> bool:
     # string.punctuation also holds ASCII symbols ($ + < = > ^ ` | ~) that the
     # official SQuAD script strips; Unicode "P*" covers ，。！？、“”《》（）：；…
@@ -444,7 +434,7 @@ def _chinese_tokens(s: str) -> list[str]:
     for ch in s.lower():
         if _is_punctuation(ch):
             continue  # dropped, not a boundary: "U.S." -> "us", as in SQuAD
-        if _is_cjk(ch) or ch.isspace():
+        if is_cjk(ch) or ch.isspace():
             if run:
                 tokens.append("".join(run))
                 run = []
@@ -502,7 +492,7 @@ def squad_metrics(
         use_chinese = chinese
         if use_chinese is None:
             use_chinese = any(
-                _is_cjk(ch) for text in (*answers, prediction) for ch in text
+                is_cjk(ch) for text in (*answers, prediction) for ch in text
             )
         guess = _tokens(prediction, use_chinese)
         # As in v2.0: gold answers that normalise to nothing are dropped, and a

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from keras_bert_lite.cjk import CJK_CLASS
 from keras_bert_lite.errors import KblError
 from keras_bert_lite.io import json_lines
 
@@ -982,10 +983,9 @@ def merge_tagging_predictions(
     return merged
 
 
-# The CJK characters that raw text splits into words of their own (as the tokenizer
-# splits them); `export.tag_graph` reads the same ranges.
-CJK_RANGES = ((0x3400, 0x9FFF), (0xF900, 0xFAFF))
-_CJK = "".join(f"{chr(low)}-{chr(high)}" for low, high in CJK_RANGES)
+# The CJK characters that raw text splits into words of their own, as the tokenizer
+# splits them (`keras_bert_lite.cjk`).
+_CJK = CJK_CLASS
 _CJK_CHAR = re.compile(f"[{_CJK}]")
 _WORD = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")
 
