@@ -379,6 +379,8 @@ class QuestionWindows(Windows):
         max_query_len,
         spans: str = "chars",
     ):
+        if spans not in ("chars", "bytes"):
+            raise ValueError(f"spans: 'chars' or 'bytes', not {spans!r}")
         question = Pieces(tokenizer, questions)
         keep_q = tf.minimum(question.lengths, max_query_len)  # [B]
         super().__init__(
@@ -405,8 +407,6 @@ class QuestionWindows(Windows):
             "padding_mask": tf.cast(inside, tf.int32),
         }
         # Each context piece's span and most-context window, per row.
-        if spans not in ("chars", "bytes"):
-            raise ValueError(f"spans: 'chars' or 'bytes', not {spans!r}")
         start, end = (
             self.piece_spans(contexts) if spans == "chars" else self.piece_bytes()
         )  # [B, P]
