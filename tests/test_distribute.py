@@ -280,7 +280,12 @@ for strategy in ("default", "mirrored"):
     assert done.returncode == 0, done.stderr[-3000:]
     default, mirrored = str(tmp_path / "default"), str(tmp_path / "mirrored")
     assert json.load(open(os.path.join(mirrored, "metrics.json")))["replicas"] == 2
-    np.testing.assert_allclose(_losses(mirrored), _losses(default), rtol=1e-5)
+    # Each replica's matmuls see half the batch, and oneDNN rounds those shapes
+    # differently: on the AMX machine the losses differ by 4e-6 of their value in
+    # the first interval, 1.01e-5 in the second (over 1e-5, where earlier machines
+    # were under it). 1e-4 still tells a wrong share or clip apart: the loss
+    # falls by 4.5e-3 of its value from one interval to the next.
+    np.testing.assert_allclose(_losses(mirrored), _losses(default), rtol=1e-4)
     _assert_same_weights(mirrored, default)
 
 
