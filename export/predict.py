@@ -407,11 +407,17 @@ def _window_answers(
     """Answers from a raw-text .tflite QA file's outputs on `examples`: every
     window of each context (`window_*`), decoded as the run decodes."""
     question = np.asarray(outputs["window_question"])
-    starts, ends = _byte_spans_to_chars(
-        [examples[q].context for q in question],
-        outputs["window_piece_begin"],
-        outputs["window_piece_end"],
-    )
+    begin = np.asarray(outputs["window_piece_begin"])
+    end = np.asarray(outputs["window_piece_end"])
+    starts, ends = np.full_like(begin, -1), np.full_like(end, -1)
+    for q, ex in enumerate(examples):
+        # A context's windows as one row: its characters are located once.
+        rows = question == q
+        shape = begin[rows].shape
+        chars = _byte_spans_to_chars(
+            [ex.context], begin[rows].reshape(1, -1), end[rows].reshape(1, -1)
+        )
+        starts[rows], ends[rows] = (c.reshape(shape) for c in chars)
     features = _read_features(
         starts, ends, question, np.asarray(outputs["window_max_context"], bool)
     )

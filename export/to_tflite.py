@@ -92,9 +92,15 @@ def _text_function(source: ExportSource, int8: bool = False):
         result["token_ids"] = text_graph.pad_positions(features["token_ids"], seq_len)
         return result
 
+    def first_window(windows, outputs):
+        """Each text's first window of the model's per-window `outputs`, with its
+        `token_ids`: what the files gave before they read every window."""
+        first = {k: tf.gather(v, windows.first_row) for k, v in outputs.items()}
+        first["token_ids"] = tf.gather(windows.features["token_ids"], windows.first_row)
+        return first
+
     if source.task == "qa":
         max_query_len = int(source.options.get("max_query_len", 64))
-
         doc_stride = int(source.options.get("doc_stride", 128))
 
         def call(question, context):
@@ -110,12 +116,10 @@ def _text_function(source: ExportSource, int8: bool = False):
                 "bytes",
             )
             logits = run_model(windows.features)
-            first = windows.first_row
             piece_begin, piece_end = windows.first_window_bytes()
             return {
                 # The first window's, as before: [B, T].
-                **{k: tf.gather(v, first) for k, v in logits.items()},
-                "token_ids": tf.gather(windows.features["token_ids"], first),
+                **first_window(windows, logits),
                 "piece_begin": piece_begin,
                 "piece_end": piece_end,
                 # Every window: [R, T], and each window's question [R].
@@ -146,11 +150,9 @@ def _text_function(source: ExportSource, int8: bool = False):
             windows = text_graph.TextWindows(pieces, seq_len)
             per_window = run_model(windows.features)
             begin, end = windows.piece_bytes()  # [B, P]
-            first = windows.first_row
             return {
                 # The first window's, as before: [B, T] and [B, T, K].
-                **{k: tf.gather(v, first) for k, v in per_window.items()},
-                "token_ids": tf.gather(windows.features["token_ids"], first),
+                **first_window(windows, per_window),
                 "piece_begin": windows.first_window(begin, -1),
                 "piece_end": windows.first_window(end, -1),
                 # Every piece of the text: [B, P, K] and [B, P].
