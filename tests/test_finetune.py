@@ -443,8 +443,9 @@ def test_backbone_dropout_replaces_the_runs_and_keeps_its_weights(classifier_run
 
 def test_precision_sets_the_policy_of_the_backbone_and_its_head(classifier_run):
     """--precision mixed_bfloat16 rebuilds the encoder under that policy with the same
-    (float32) weights; the head built on it computes in bfloat16 too and returns
-    float32 logits. float32 keeps the loaded encoder as it is."""
+    (float32) weights; a head built on it computes its output layer in float32, from
+    the encoder's bfloat16 outputs cast up, so logits and a regression head's values
+    are not rounded to bfloat16. float32 keeps the loaded encoder as it is."""
     from keras_bert_lite import run as run_dir
     from keras_bert_lite.training.finetune import _load_backbone
 
@@ -465,13 +466,23 @@ def test_precision_sets_the_policy_of_the_backbone_and_its_head(classifier_run):
         source(ONE_ROW)["sequence_output"],
         atol=0.1,
     )
-    classifier = run_dir.build_task_model("classify", backbone, 2)
-    assert classifier.output_dense.compute_dtype == "bfloat16"
-    outputs = classifier(ONE_ROW)
-    assert {k: v.dtype.name for k, v in outputs.items()} == {
-        "logits": "float32",
-        "probabilities": "float32",
-    }
+    pooled = np.asarray(backbone(ONE_ROW)["pooled_output"], "float32")
+    for kind in ("single", "regression"):
+        classifier = run_dir.build_task_model("classify", backbone, 2, kind)
+        assert classifier.output_dense.compute_dtype == "float32"
+        outputs = classifier(ONE_ROW)
+        assert {k: v.dtype.name for k, v in outputs.items()} == {
+            "logits": "float32",
+            "probabilities": "float32",
+        }
+        kernel, bias = (w.numpy() for w in classifier.output_dense.weights)
+        # A bfloat16 matmul would be off by about 2**-8 of the logits.
+        np.testing.assert_allclose(
+            outputs["logits"], pooled @ kernel + bias, rtol=1e-5, atol=1e-6
+        )
+    for task, layer in (("tag", "output_dense"), ("qa", "span_dense")):
+        head = getattr(run_dir.build_task_model(task, backbone, 3), layer)
+        assert head.compute_dtype == "float32"
     random, _, _ = _load_backbone(
         "random", "tiny", str(Path(classifier_run) / "vocab.txt"), True, None,
         "mixed_bfloat16",

@@ -62,8 +62,9 @@ def test_backbone_outputs_and_padding_does_not_leak():
 
 
 def test_a_mixed_precision_backbone_carries_its_policy_to_every_head():
-    """Under a mixed policy the heads built on a backbone compute in its dtype (they
-    read the backbone's policy) and return float32 scores for the losses; the models
+    """Under a mixed policy the pretraining heads built on a backbone compute in its
+    dtype (they read the backbone's policy), the task heads' output layers in
+    float32, and all return float32 scores for the losses; the models
     take the policy too, so that compile() scales float16 losses; a float32 backbone
     keeps everything float32."""
     from keras_bert_lite.models import (
@@ -94,9 +95,13 @@ def test_a_mixed_precision_backbone_carries_its_policy_to_every_head():
             "tagger": models["tagger"].output_dense,
             "reader": models["reader"].span_dense,
         }
-        assert {k: h.compute_dtype for k, h in heads.items()} == dict.fromkeys(
-            heads, compute
-        )
+        # The pretraining heads compute in the policy's dtype; a task head's output
+        # layer in float32 (`task_model.OUTPUT_DTYPE`).
+        assert {k: h.compute_dtype for k, h in heads.items()} == {
+            "mlm": compute,
+            "nsp": compute,
+            **dict.fromkeys(models, "float32"),
+        }
         for name, scores in pretrainer(x).items():
             assert scores.dtype == tf.float32, name
         for model in (pretrainer, *models.values()):

@@ -9,7 +9,7 @@ from keras import ops
 
 from keras_bert_lite.config import POOLING
 from keras_bert_lite.models.bert_backbone import BertBackbone
-from keras_bert_lite.models.task_model import TaskModel
+from keras_bert_lite.models.task_model import OUTPUT_DTYPE, TaskModel
 
 
 def masked_mean(sequence, padding_mask):
@@ -59,7 +59,7 @@ class BertClassifier(TaskModel):
         self.output_dense = keras.layers.Dense(
             1 if regression else num_classes,
             name="logits",
-            dtype=backbone.dtype_policy,
+            dtype=OUTPUT_DTYPE,
             kernel_initializer=keras.initializers.TruncatedNormal(
                 stddev=backbone.initializer_range
             ),
@@ -72,7 +72,7 @@ class BertClassifier(TaskModel):
             pooled = features["pooled_output"]  # (B, D)
         else:
             pooled = masked_mean(features["sequence_output"], inputs["padding_mask"])
-        logits = ops.cast(self.output_dense(self.output_dropout(pooled)), "float32")
+        logits = self.output_dense(self.output_dropout(pooled))  # float32
         if regression:
             probabilities = ops.squeeze(logits, -1)
         elif multi_label:

@@ -7,7 +7,7 @@ import keras
 from keras import ops
 
 from keras_bert_lite.models.bert_backbone import BertBackbone
-from keras_bert_lite.models.task_model import TaskModel
+from keras_bert_lite.models.task_model import OUTPUT_DTYPE, TaskModel
 
 
 @keras.saving.register_keras_serializable(package="keras_bert_lite")
@@ -29,7 +29,7 @@ class BertQuestionAnswerer(TaskModel):
         self.span_dense = keras.layers.Dense(
             2,
             name="span",
-            dtype=backbone.dtype_policy,
+            dtype=OUTPUT_DTYPE,
             kernel_initializer=keras.initializers.TruncatedNormal(
                 stddev=backbone.initializer_range
             ),
@@ -38,7 +38,7 @@ class BertQuestionAnswerer(TaskModel):
         # === Functional Model ===
         inputs = dict(backbone.input)
         sequence = backbone(inputs)["sequence_output"]  # (B, T, D)
-        logits = ops.cast(self.span_dense(sequence), "float32")  # (B, T, 2)
+        logits = self.span_dense(sequence)  # (B, T, 2), float32
         padding = (1.0 - ops.cast(inputs["padding_mask"], "float32")) * -1e9
         start, end = logits[..., 0] + padding, logits[..., 1] + padding
         super().__init__(

@@ -9,7 +9,7 @@ from keras import ops
 from keras_bert_lite.layers.crf import CRF
 from keras_bert_lite.models.bert_backbone import BertBackbone
 from keras_bert_lite.models.losses import weighted_mean
-from keras_bert_lite.models.task_model import TaskModel
+from keras_bert_lite.models.task_model import OUTPUT_DTYPE, TaskModel
 
 
 @keras.saving.register_keras_serializable(package="keras_bert_lite")
@@ -44,7 +44,7 @@ class BertTokenClassifier(TaskModel):
         self.output_dense = keras.layers.Dense(
             num_classes,
             name="logits",
-            dtype=backbone.dtype_policy,
+            dtype=OUTPUT_DTYPE,
             kernel_initializer=keras.initializers.TruncatedNormal(
                 stddev=backbone.initializer_range
             ),
@@ -55,7 +55,7 @@ class BertTokenClassifier(TaskModel):
         # === Functional Model ===
         inputs = dict(backbone.input)
         sequence = backbone(inputs)["sequence_output"]  # (B, T, D)
-        logits = ops.cast(self.output_dense(self.output_dropout(sequence)), "float32")
+        logits = self.output_dense(self.output_dropout(sequence))  # float32
         if self.crf_layer is not None:
             logits = self.crf_layer(logits)  # the same scores, read as emissions
         super().__init__(

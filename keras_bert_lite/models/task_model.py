@@ -6,6 +6,13 @@ from keras import ops
 
 from keras_bert_lite.models.losses import weighted_mean
 
+# The dtype of every task head's output layer, whatever the backbone's policy: under
+# mixed precision its bfloat16 input is cast up and the logits (a regression head's
+# value) computed in float32. In bfloat16 they would keep 8 significant bits (a value
+# between 2 and 4 moves in steps of 1/64): an untrained regression head gave 200
+# different texts one value, and its dev Pearson in training was 0.
+OUTPUT_DTYPE = "float32"
+
 
 class TaskModel(keras.Model):
     """Base for task models: subclasses build their functional graph and set
