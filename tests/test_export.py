@@ -4,6 +4,7 @@ the SavedModel serves from a process that cannot import keras_bert_lite."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -760,6 +761,9 @@ def test_multi_label_and_regression_predictions(exported, tmp_path):
     assert -1 <= scores["pearson"] <= 1 and scores["mae"] ** 2 <= scores["mse"]
     values = [r["value"] for r in predict(regression, texts)]
     assert all(isinstance(v, float) for v in values) and len(set(values)) > 1
+    with open(os.path.join(regression, "history.csv")) as f:
+        logged = next(csv.reader(f))
+    assert "task_loss" in logged and "accuracy" not in logged  # no accuracy to log
 
 
 def test_a_crf_taggers_export_predicts_the_entities_its_run_predicts(tmp_path, capsys):

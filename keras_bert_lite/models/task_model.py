@@ -82,7 +82,14 @@ class TaskModel(keras.Model):
 
     @property
     def metrics(self):
-        return super().metrics + [self.task_loss, self.task_accuracy]
+        # Keras has found the trackers already (attributes); listed once, in this
+        # order, and a regression head has no accuracy to log (its dev scores are
+        # MSE and correlations).
+        ours = [self.task_loss]
+        if self.loss_kind != "mse":
+            ours.append(self.task_accuracy)
+        known = {id(self.task_loss), id(self.task_accuracy)}
+        return [m for m in super().metrics if id(m) not in known] + ours
 
     def _per_item(self, y, y_pred):
         logits = y_pred[self.logits_key]
