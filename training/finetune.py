@@ -132,12 +132,14 @@ def score(
     labels: list[str],
     options: dict,
     batch_size: int = 64,
+    outputs: dict | None = None,
 ) -> tuple[dict, Any]:
-    """Runs the model over encoded data; returns (metrics, predictions)."""
+    """Runs the model over encoded data (or takes its `outputs` there, already
+    predicted); returns (metrics, predictions)."""
     from keras_bert_lite.data import tasks
     from keras_bert_lite.training import metrics as m
 
-    out = _predict_outputs(model, data.inputs, batch_size)
+    out = outputs or _predict_outputs(model, data.inputs, batch_size)
     if task == "classify":
         kind = options.get("label_kind", "single")
         if kind == "regression":
@@ -644,15 +646,19 @@ def finetune(
         """Scores dev with the task metric after each epoch; keeps the best weights."""
 
         def on_epoch_end(self, epoch, logs=None):
+            outputs = None
             if task == "classify" and kind == "multi_label":
-                probabilities = np.asarray(
-                    _predict_outputs(self.model, dev_data.inputs, 64)["probabilities"]
-                )
+                # Predicted once: the threshold is tuned on the outputs it scores.
+                outputs = _predict_outputs(self.model, dev_data.inputs, 64)
                 truth = np.asarray(dev_data.targets["labels"])
                 from keras_bert_lite.training import metrics as m
 
-                options["threshold"] = m.best_threshold(probabilities, truth)
-            metrics, _ = score(task, self.model, dev_data, labels, options)
+                options["threshold"] = m.best_threshold(
+                    np.asarray(outputs["probabilities"]), truth
+                )
+            metrics, _ = score(
+                task, self.model, dev_data, labels, options, outputs=outputs
+            )
             value = _main_metric(task, metrics, kind)
             for key in (
                 *("accuracy", "macro_f1", "f1", "exact", "micro_f1"),
