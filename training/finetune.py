@@ -150,8 +150,7 @@ def score(
         if kind == "multi_label":
             threshold = options.get("threshold", 0.5)
             predicted = [
-                [labels[j] for j in np.nonzero(p >= threshold)[0]]
-                for p in probabilities
+                tasks.labels_at_threshold(p, labels, threshold) for p in probabilities
             ]
             truth = [r["label"] for r in data.records]
             result = m.multilabel_metrics(truth, predicted, labels)

@@ -721,6 +721,15 @@ def encode_classification(
     return features
 
 
+def labels_at_threshold(
+    probabilities: Sequence[float], labels: Sequence[str], threshold: float
+) -> list[str]:
+    """A multi-label prediction: every label whose probability is at or over the
+    threshold, most probable first (ties in label order); may be empty."""
+    ranked = sorted(zip(labels, probabilities, strict=True), key=lambda x: -x[1])
+    return [name for name, p in ranked if p >= threshold]
+
+
 def classification_predictions(
     texts: Sequence[str],
     probabilities: np.ndarray,
@@ -760,7 +769,7 @@ def classification_predictions(
             zip(labels, probabilities[i].tolist(), strict=True), key=lambda x: -x[1]
         )
         if kind == "multi_label":
-            result["labels"] = [name for name, p in ranked if p >= threshold]
+            result["labels"] = labels_at_threshold(probabilities[i], labels, threshold)
         else:
             result["label"] = ranked[0][0]
         result["probabilities"] = dict(ranked)
