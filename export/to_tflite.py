@@ -291,11 +291,14 @@ def _calibration(source: ExportSource, representative, ids_only: bool):
                 yield {k: features[k].numpy() for k in ID_INPUTS}
 
     else:
-
+        # Fixed-width bytes (numpy "S"), not object arrays: the converter's
+        # calibrator reads object arrays of strings wrongly. Fed them, it calibrated
+        # on texts other than those given (the file changed from one conversion of
+        # the same run to the next, and with the records' order).
         def generate() -> Iterable[dict[str, Any]]:
             for row in zip(*columns, strict=True):
                 yield {
-                    name: np.array([text.encode("utf-8")], dtype=object)
+                    name: np.array([text.encode("utf-8")], dtype=np.bytes_)
                     for name, text in zip(source.text_inputs, row, strict=True)
                 }
 
