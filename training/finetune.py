@@ -139,7 +139,9 @@ def score(
     from keras_bert_lite.data import tasks
     from keras_bert_lite.training import metrics as m
 
-    out = outputs or _predict_outputs(model, data.inputs, batch_size)
+    out = (
+        _predict_outputs(model, data.inputs, batch_size) if outputs is None else outputs
+    )
     if task == "classify":
         kind = options.get("label_kind", "single")
         if kind == "regression":
