@@ -219,6 +219,11 @@ def _cmd_vocab(args) -> dict:
         f"wrote {len(tokens)} tokens to {args.out} ({stats.documents} documents, "
         f"{stats.sentences} sentences)"
     )
+    if len(tokens) < 0.95 * args.size:
+        print(
+            f"  fewer than the {args.size} asked for: a token needs about 10 "
+            "occurrences, and the corpus has no more (a larger corpus gives more)"
+        )
     return result
 
 

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from keras_bert_lite.errors import KblError
@@ -52,3 +53,38 @@ def test_bad_vocabularies_are_rejected_with_the_line(tmp_path):
         read_vocabulary(str(path))
     with pytest.raises(KblError, match="not found"):
         read_vocabulary(str(tmp_path / "missing.txt"))
+
+
+def test_a_mixed_vocabulary_spends_no_token_on_continuations_that_never_occur():
+    # English and Chinese news: the learner's alphabet holds ~2,000 CJK characters.
+    # tensorflow-text's learner gives each a "##" twin, which the tokenizer never
+    # emits (a CJK character always stands alone); at this size the twins took the
+    # whole budget, and English was spelled out letter by letter ("a ##n ##d").
+    import gzip
+    import itertools
+
+    from tests.conftest import shared_file
+
+    def lines(path, n):
+        with gzip.open(shared_file(*path), "rt", encoding="utf-8") as f:
+            return [line.strip() for line in itertools.islice(f, n) if line.strip()]
+
+    english = lines(("pretrain", "en", "sotu.txt.gz"), 3000)
+    chinese = lines(("pretrain", "zh", "peoples_daily_199801.txt.gz"), 2000)
+    vocab = learn_vocabulary(english + chinese, 4000)
+    assert len(vocab) <= 4000
+    tokenizer = BertTokenizer(vocab)
+    assert tokens(tokenizer, "and the people") == ["and", "the", "people"]
+    assert tokens(tokenizer, "人民。") == ["人", "民", "。"]
+
+    # What was left out is exactly what is never used: given back every "##c" of a
+    # one-character token c, the tokenizer emits none of them on the corpus and
+    # tokenizes it as before.
+    vocabulary = set(vocab)
+    twins = [f"##{t}" for t in vocab if len(t) == 1 and f"##{t}" not in vocabulary]
+    assert "##人" in twins and "##。" in twins and "##a" not in twins
+    assert len(twins) > 1500
+    given_back = BertTokenizer(vocab + twins)
+    for corpus in (english, chinese):
+        ids = tokenizer(corpus).flat_values.numpy()
+        np.testing.assert_array_equal(given_back(corpus).flat_values.numpy(), ids)

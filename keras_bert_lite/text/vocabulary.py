@@ -38,26 +38,31 @@ def learn_vocabulary(
     lowercase: bool = True,
     max_words: int = 10_000_000,
 ) -> list[str]:
-    """Learns a WordPiece vocabulary of about `size` tokens from sentences.
+    """Learns a WordPiece vocabulary of about `size` tokens from sentences (fewer
+    where the corpus has no more pieces that occur 10 times or more).
 
     The learner pre-tokenizes the way the tokenizer does (punctuation split, every CJK
     character its own word, lower case and accents stripped unless `lowercase=False`),
-    counts words, and keeps the special tokens first.
+    counts words, and keeps the special tokens first. Unlike tensorflow-text's
+    bert_vocab_from_dataset, it spends no token on a `##` continuation of a character
+    that always stands alone (CJK characters, punctuation).
 
     Args:
         sentences: strings, streamed (the learner keeps word counts, not the text).
         size: target vocabulary size, special tokens included.
         lowercase: uncased vocabulary when True.
-        max_words: stop counting after this many words.
+        max_words: the most distinct words (the most frequent) that learning reads.
 
     Returns:
         The tokens, `[PAD] [UNK] [CLS] [SEP] [MASK]` first.
     """
     import tensorflow as tf
-    from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset as learner
+    from tensorflow_text.python.ops.bert_tokenizer import BasicTokenizer
+    from tensorflow_text.tools.wordpiece_vocab import wordpiece_tokenizer_learner_lib
 
     from keras_bert_lite.text.tokenizer import SPECIAL_TOKENS
 
+    learner = wordpiece_tokenizer_learner_lib
     if size <= len(SPECIAL_TOKENS) + 10:
         raise KblError(f"vocabulary size {size} is too small; use at least 100")
     # A KblError raised while reading (a bad line) would surface from tf.data as an
@@ -73,21 +78,55 @@ def learn_vocabulary(
     dataset = tf.data.Dataset.from_generator(
         generate, output_signature=tf.TensorSpec([], tf.string)
     ).batch(1024)
-    vocab = learner.bert_vocab_from_dataset(
-        dataset,
-        vocab_size=size,
-        reserved_tokens=list(SPECIAL_TOKENS),
-        bert_tokenizer_params=dict(lower_case=lowercase),
-        # Chinese needs room for thousands of single characters; the default of 1000
-        # unique characters would turn the rarer ones into [UNK].
-        learn_params=dict(
-            max_input_tokens=max_words, max_unique_chars=max(1000, size // 2)
-        ),
-    )
+    # The words as the learner of tensorflow-text's bert_vocab_from_dataset counts
+    # them: the tokenizer's split (punctuation, each CJK character a word).
+    basic = BasicTokenizer(lower_case=lowercase)
+    try:
+        counts = learner.count_words(dataset.map(basic.tokenize))
+    except StopIteration:  # count_words looks at its first word, and there is none
+        counts = {}
     if failed:
         raise failed[0]
+    if not counts:
+        raise KblError("the corpus gave no words to learn a vocabulary from")
+    reserved = list(SPECIAL_TOKENS)
+    # Chinese needs room for thousands of single characters; the default of 1000
+    # unique characters would turn the rarer ones into [UNK].
+    max_unique_chars = max(1000, size // 2)
+    alphabet = learner.get_allowed_chars(
+        learner.get_input_words(counts.items(), reserved, _MAX_TOKEN_LENGTH),
+        max_unique_chars,
+    )
+    # The learner adds "##c" for every character c of its alphabet, but a character
+    # the tokenizer always splits off (a CJK character, punctuation) starts a word
+    # and never continues one: its "##c" is never used. On Chinese text that is half
+    # the vocabulary. They are left out, and their number added to the learner's
+    # target so that the vocabulary keeps its size in live tokens.
+    dead = {"##" + c for c in _split_off(basic, sorted(alphabet))}
+    vocab = learner.learn(
+        counts,
+        size + len(dead),
+        reserved,
+        max_input_tokens=max_words,
+        max_token_length=_MAX_TOKEN_LENGTH,
+        max_unique_chars=max_unique_chars,
+    )
     if len(vocab) <= len(SPECIAL_TOKENS):
         raise KblError("the corpus gave no words to learn a vocabulary from")
     # The learner may echo a reserved token among the learned ones; keep the first.
-    seen: set[str] = set()
+    seen: set[str] = set(dead)
     return [t for t in vocab if not (t in seen or seen.add(t))]
+
+
+_MAX_TOKEN_LENGTH = 50  # the learner's default: longer words are not counted
+
+
+def _split_off(basic, chars: list[str]) -> list[str]:
+    """The characters that the tokenizer makes a word of their own wherever they
+    stand ("x" + c + "x" -> three words)."""
+    if not chars:
+        return []
+    words = basic.tokenize([f"x{c}x" for c in chars])
+    return [
+        c for c, n in zip(chars, words.row_lengths().numpy(), strict=True) if n == 3
+    ]
