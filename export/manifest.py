@@ -19,7 +19,7 @@ from typing import Any
 
 from keras_bert_lite.errors import KblError
 from keras_bert_lite.export.source import EXPORT_JSON, EXPORT_VERSION, ExportSource
-from keras_bert_lite.io import read_json, write_json
+from keras_bert_lite.io import permitted, read_json, write_json
 
 
 @contextlib.contextmanager
@@ -71,15 +71,12 @@ def make_readable(path: str) -> None:
     Temporary files and folders are created private (0600/0700); a model server
     running as another user (TF Serving in a container) must still read them.
     """
-    umask = os.umask(0)
-    os.umask(umask)
     targets = [path]
     if os.path.isdir(path):
         for root, dirs, files in os.walk(path):
             targets += [os.path.join(root, n) for n in dirs + files]
     for target in targets:
-        mode = 0o777 if os.path.isdir(target) else 0o666
-        os.chmod(target, mode & ~umask)
+        os.chmod(target, permitted(0o777 if os.path.isdir(target) else 0o666))
 
 
 def read_manifest(directory: str) -> dict[str, Any]:

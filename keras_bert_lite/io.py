@@ -26,6 +26,10 @@ def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
         prefix=".tmp-" + os.path.basename(path) + "-", suffix=suffix, dir=directory
     )
     os.close(fd)
+    # mkstemp makes the file private (0600), and the rename keeps that; the file in
+    # place gets what open() would have given it (0666 less the umask), so that a
+    # model server, TensorBoard or a teammate running as another user can read it.
+    os.chmod(tmp, permitted(0o666))
     try:
         yield tmp
         with open(tmp, "rb+") as f:
@@ -41,6 +45,13 @@ def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def permitted(mode: int) -> int:
+    """`mode` less the process's umask (0o666 for a file, 0o777 for a folder)."""
+    umask = os.umask(0)  # the only portable way to read it is to set it
+    os.umask(umask)
+    return mode & ~umask
 
 
 def disk_full(error: BaseException) -> bool:

@@ -120,6 +120,12 @@ def test_vocab_then_tiny_pretraining_then_resume(corpus, tmp_path, capsys):
         "checkpoints/state.json",
     ):
         assert (run / name).exists(), name
+    # Each file as readable as the umask allows, not private as temporary files are.
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [vocab, *run.rglob("*")]:
+        if path.is_file():
+            assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
     with open(run / "history.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 3

@@ -674,6 +674,22 @@ def test_atomic_writes_leave_the_old_file_when_the_disk_is_full(tmp_path):
     assert os.listdir(tmp_path) == ["config.json"]
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_writes_give_files_the_permissions_the_umask_allows(tmp_path, umask):
+    # mkstemp makes the temporary file 0600 and the rename kept it: every file of a
+    # run (config, vocabulary, weights) was private to its writer, where the umask
+    # lets others read it (a model server or TensorBoard running as another user).
+    from keras_bert_lite.io import write_json
+
+    path = tmp_path / "config.json"
+    old = os.umask(umask)
+    try:
+        write_json(str(path), {"new": True})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
 def test_history_csv_drops_rows_of_repeated_epochs(tmp_path):
     from keras_bert_lite.training.callbacks import HistoryCSV
 
