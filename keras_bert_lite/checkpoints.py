@@ -96,8 +96,11 @@ def expected_shapes(config: BertConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def weight_table(backbone, mlm_head=None, nsp_head=None, pooler: bool = True):
-    """(Keras variable, canonical names, transposed) for every weight of the model.
+def weight_table(
+    backbone, mlm_head=None, nsp_head=None, pooler: bool = True, task_head=None
+):
+    """(Keras variable, canonical names, transposed) for every weight of the model;
+    `task_head` is a fine-tuned run's (output Dense layer, Hugging Face name).
 
     A variable with several names is their concatenation along its last axis (the
     fused query | key | value projection); `transposed` says the canonical tensors are
@@ -144,6 +147,8 @@ def weight_table(backbone, mlm_head=None, nsp_head=None, pooler: bool = True):
         table.append((mlm_head.bias, ["cls.predictions.bias"], False))
     if nsp_head is not None:
         dense(nsp_head, "cls.seq_relationship")
+    if task_head is not None:
+        dense(*task_head)
     return table
 
 
@@ -725,12 +730,54 @@ def hf_config(config: BertConfig, architecture: str) -> dict:
     }
 
 
+def _task_head(run: str, config: dict, model, log: Callable[[str], None]):
+    """(architecture, (output layer, tensor name) or None, config.json entries) of a
+    fine-tuned run in Hugging Face's classes."""
+    from keras_bert_lite.data import tasks
+
+    task, options = config["task"], config.get("task_options") or {}
+    if task == "qa":  # the span layer; the run also puts -1e9 at padding
+        return "BertForQuestionAnswering", (model.span_dense, "qa_outputs"), {}
+    without = {
+        "classify": options.get("pooling", "cls") != "cls" and "mean pooling",
+        "tag": options.get("crf") and "a CRF",
+    }[task]
+    if without:
+        log(
+            f"  {without}: no Hugging Face class computes it, so the backbone is "
+            "written alone, as BertModel (kbl export's other formats keep the head)"
+        )
+        return "BertModel", None, {}
+    kind = options.get("label_kind", "single")
+    if kind == "regression":
+        labels = ["value"]
+    else:
+        labels = tasks.read_labels(os.path.join(run, "labels.txt"))
+    head_config = {
+        "id2label": dict(enumerate(labels)),
+        "label2id": {label: i for i, label in enumerate(labels)},
+        "classifier_dropout": options.get("dropout", 0.1),
+    }
+    head = (model.output_dense, "classifier")
+    if task == "tag":
+        return "BertForTokenClassification", head, head_config
+    head_config["problem_type"] = {
+        "single": "single_label_classification",
+        "multi_label": "multi_label_classification",
+        "regression": "regression",
+    }[kind]
+    return "BertForSequenceClassification", head, head_config
+
+
 def export_hf(run: str, out: str, log: Callable[[str], None] = print) -> dict:
     """Writes a run directory as a Hugging Face BERT folder.
 
     A pretraining run becomes `BertForPreTraining` (with NSP) or `BertForMaskedLM`
-    (without); a fine-tuned run gives its backbone as `BertModel` (the task head is
-    not a Hugging Face class this writes).
+    (without). A fine-tuned run keeps its head: `BertForSequenceClassification`
+    (single-label, multi-label or regression, labels in `id2label`),
+    `BertForTokenClassification` or `BertForQuestionAnswering`. Heads that no
+    Hugging Face class computes (a classifier on the mean of the token outputs, a
+    tagger's CRF) give the backbone alone, as `BertModel`, and say so.
 
     Args:
         run: the run directory.
@@ -749,16 +796,19 @@ def export_hf(run: str, out: str, log: Callable[[str], None] = print) -> dict:
     model = run_dir.load(run)
     tokenizer = run_dir.load_tokenizer(run)
     backbone = model.backbone
+    mlm = nsp = None
+    head, head_config = None, {}
     if config.get("task") == "pretraining":
         mlm, nsp = model.mlm_head, model.nsp_head
         architecture = "BertForPreTraining" if nsp is not None else "BertForMaskedLM"
     else:
-        mlm = nsp = None
-        architecture = "BertModel"
-    # BertForMaskedLM has no pooler: writing one would be an unused weight.
-    pooler = architecture != "BertForMaskedLM"
+        architecture, head, head_config = _task_head(run, config, model, log)
+    # The masked-LM, token-classification and QA classes have no pooler: writing
+    # one would be an unused weight.
+    with_pooler = ("BertModel", "BertForPreTraining", "BertForSequenceClassification")
+    pooler = architecture in with_pooler
     tensors = {}
-    for variable, names, transposed in weight_table(backbone, mlm, nsp, pooler):
+    for variable, names, transposed in weight_table(backbone, mlm, nsp, pooler, head):
         value = np.asarray(variable.numpy(), dtype="float32")
         tensors.update(_from_keras(value, names, transposed))
     if architecture == "BertModel":  # what BertModel.save_pretrained writes
@@ -788,7 +838,10 @@ def export_hf(run: str, out: str, log: Callable[[str], None] = print) -> dict:
             **specials,
         },
     )
-    write_json(os.path.join(out, "config.json"), hf_config(bert_config, architecture))
+    write_json(
+        os.path.join(out, "config.json"),
+        {**hf_config(bert_config, architecture), **head_config},
+    )
     files = [
         "config.json",
         "vocab.txt",

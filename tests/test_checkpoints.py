@@ -469,15 +469,138 @@ def test_imported_run_fine_tunes_with_init(tmp_path):
     assert "accuracy" in result.metrics
     assert predict(str(tmp_path / "cls"), ["hello world"])[0]["label"] in ("a", "b")
 
-    # A fine-tuned run exports its backbone as a BertModel.
-    from keras_bert_lite.checkpoints import export_hf
 
-    result = export_hf(str(tmp_path / "cls"), str(tmp_path / "out"), log=print)
-    assert result["architecture"] == "BertModel"
-    _, info = transformers.BertModel.from_pretrained(
-        str(tmp_path / "out"), output_loading_info=True
+def _task_files(tmp_path, case: str) -> tuple[str, str]:
+    """(task, training file) of a few hand-made records in the reference's words."""
+    texts = ["hello world", "the cat and the dog", "she run walk", "we walk"] * 4
+    if case in ("tag", "tag-crf"):
+        path = tmp_path / "train.conll"
+        tags = {"hello": "B-X", "world": "I-X", "cat": "B-Y", "dog": "B-Y"}
+        path.write_text(
+            "\n\n".join(
+                "\n".join(f"{w}\t{tags.get(w, 'O')}" for w in text.split())
+                for text in texts
+            )
+            + "\n"
+        )
+        return "tag", str(path)
+    if case == "qa":
+        context = "the cat and the dog run , hello world"
+        qas = [
+            {
+                "id": str(i),
+                "question": question,
+                "answers": [{"text": answer, "answer_start": context.index(answer)}],
+            }
+            for i, (question, answer) in enumerate(
+                [("who run ?", "the dog"), ("hello ?", "world")] * 4
+            )
+        ]
+        path = tmp_path / "train.json"
+        data = {"data": [{"paragraphs": [{"context": context, "qas": qas}]}]}
+        path.write_text(json.dumps(data))
+        return "qa", str(path)
+    label = {
+        "single": lambda i: "ab"[i % 2],
+        "multi_label": lambda i: [["a"], ["a", "b"], ["b"], []][i % 4],
+        "regression": lambda i: [0.5, 2.0, 1.25, 3.0][i % 4],
+    }[case]
+    rows = [{"text": t, "label": label(i)} for i, t in enumerate(texts)]
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return "classify", str(path)
+
+
+@pytest.mark.parametrize(
+    "case, architecture",
+    [
+        ("single", "BertForSequenceClassification"),
+        ("multi_label", "BertForSequenceClassification"),
+        # The multi-label branch with another problem_type and one output.
+        pytest.param(
+            "regression", "BertForSequenceClassification", marks=pytest.mark.slow
+        ),
+        ("tag", "BertForTokenClassification"),
+        ("qa", "BertForQuestionAnswering"),
+        ("tag-crf", "BertModel"),
+    ],
+)
+def test_a_fine_tuned_run_exports_with_its_head(tmp_path, case, architecture):
+    # The task head used to be dropped (every fine-tuned run became a BertModel).
+    import keras_bert_lite as kbl
+    from keras_bert_lite.checkpoints import export_hf, import_checkpoint
+    from keras_bert_lite.training.finetune import finetune
+
+    make_reference(tmp_path / "hf")
+    import_checkpoint(str(tmp_path / "hf"), str(tmp_path / "base"), log=print)
+    task, train = _task_files(tmp_path, case)
+    run, out = tmp_path / "run", tmp_path / "out"
+    finetune(
+        task,
+        train,
+        train,
+        str(run),
+        init=str(tmp_path / "base"),
+        seq_len=16,
+        batch_size=8,
+        epochs=1,
+        doc_stride=8,
+        max_query_len=4,
+        crf=case == "tag-crf",
+        precision="float32",
+        jit_compile=False,
+        log=print,
+        verbose=0,
     )
-    assert not any(info.values()), info
+    said = []
+    result = export_hf(str(run), str(out), log=said.append)
+    assert result["architecture"] == architecture
+    hf, info = getattr(transformers, architecture).from_pretrained(
+        str(out), output_loading_info=True
+    )
+    assert not any(info.values()), info  # no missing, unexpected or mismatched keys
+    hf.eval()
+    model = kbl.load(str(run))
+    ids, segments, mask = sample_inputs(kbl.load_tokenizer(str(run)).vocabulary)
+    inputs = {"token_ids": ids, "segment_ids": segments, "padding_mask": mask}
+    ours = {k: np.asarray(v) for k, v in model(inputs).items()}
+    with torch.no_grad():
+        theirs = hf(
+            input_ids=torch.tensor(ids, dtype=torch.long),
+            token_type_ids=torch.tensor(segments, dtype=torch.long),
+            attention_mask=torch.tensor(mask, dtype=torch.long),
+        )
+    real = mask.astype(bool)  # QA puts -1e9 at padding, and tags there are unused
+    if architecture == "BertModel":
+        assert "a CRF: no Hugging Face class computes it" in said[0]
+        expected = {"sequence_output": theirs.last_hidden_state.numpy()[real]}
+        ours = {
+            "sequence_output": np.asarray(model.backbone(inputs)["sequence_output"])
+        }
+        actual = {"sequence_output": ours["sequence_output"][real]}
+    elif case == "qa":
+        expected = {
+            k: getattr(theirs, k).numpy()[real] for k in ("start_logits", "end_logits")
+        }
+        actual = {k: ours[k][real] for k in expected}
+    else:
+        logits = theirs.logits.numpy()
+        expected = {"logits": logits[real] if case == "tag" else logits}
+        actual = {"logits": ours["logits"][real] if case == "tag" else ours["logits"]}
+    assert_parity(f"task head {case}", expected, actual, list(expected))
+    if case in ("single", "multi_label", "tag"):
+        labels = (run / "labels.txt").read_text().split()
+        assert [hf.config.id2label[i] for i in range(len(labels))] == labels
+    if architecture == "BertForSequenceClassification":
+        assert (
+            hf.config.problem_type
+            == {
+                "single": "single_label_classification",
+                "multi_label": "multi_label_classification",
+                "regression": "regression",
+            }[case]
+        )
+        assert hf.config.num_labels == (1 if case == "regression" else 2)
 
 
 # === Tokenizer parity with BertTokenizerFast ===
