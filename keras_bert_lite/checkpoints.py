@@ -41,6 +41,15 @@ HF_ARCHITECTURES = (
     "BertForNextSentencePrediction",
 )
 
+# Hugging Face task classes (what `kbl export --format hf` writes for a fine-tuned
+# run): their backbone imports, their head (tensors under this prefix) does not.
+HF_TASK_HEADS = {
+    "BertForSequenceClassification": "classifier.",
+    "BertForTokenClassification": "classifier.",
+    "BertForQuestionAnswering": "qa_outputs.",
+    "BertForMultipleChoice": "classifier.",
+}
+
 _POOLER = ("bert.pooler.dense.weight", "bert.pooler.dense.bias")
 _MLM = (
     "cls.predictions.transform.dense.weight",
@@ -175,12 +184,13 @@ def _hf_config(path: str) -> tuple[BertConfig, str]:
     raw = read_json(path)
     model_type = raw.get("model_type", "bert")
     architectures = raw.get("architectures") or ["BertModel"]
-    unknown = [a for a in architectures if a not in HF_ARCHITECTURES]
+    known = (*HF_ARCHITECTURES, *HF_TASK_HEADS)
+    unknown = [a for a in architectures if a not in known]
     if model_type != "bert" or unknown:
         found = ", ".join(unknown) or f"model_type {model_type!r}"
         raise KblError(
             f"{path}: unknown architecture {found}; kbl import reads BERT "
-            f"({', '.join(HF_ARCHITECTURES)})"
+            f"({', '.join(known)})"
         )
     if raw.get("is_decoder") or raw.get("add_cross_attention"):
         raise KblError(f"{path}: a decoder BERT (is_decoder) is not supported")
@@ -552,7 +562,8 @@ def read_checkpoint(source: str) -> dict:
     Returns:
         {"format": "google"|"hf", "config": BertConfig, "architecture": str,
          "tensors": canonical name -> array, "origin": canonical -> file name,
-         "weights_file": path, "config_file": path}
+         "weights_file": path, "config_file": path,
+         "task_head": the names of a task class's head tensors, left out}
     """
     if not os.path.isdir(source):
         raise KblError(f"{source}: checkpoint folder not found")
@@ -563,6 +574,11 @@ def read_checkpoint(source: str) -> dict:
         raw, weights_file = _read_hf_weights(source)
         tensors, origin = _canonical_hf(raw)
         fmt, config_file = "hf", hf
+        head = HF_TASK_HEADS.get(architecture)
+        dropped = [n for n in tensors if head and n.startswith(head)]
+        task_head = sorted(origin.pop(n) for n in dropped)
+        for name in dropped:
+            del tensors[name]
     elif os.path.isfile(google):
         from keras_bert_lite.io import read_json
 
@@ -570,6 +586,7 @@ def read_checkpoint(source: str) -> dict:
         weights_file = _find_tf1_checkpoint(source)
         tensors, origin = _read_tf1(weights_file)
         fmt, config_file, architecture = "google", google, "BertForPreTraining"
+        task_head = []
     else:
         raise KblError(
             f"{source}: neither a Google BERT checkpoint (bert_config.json, vocab.txt, "
@@ -584,6 +601,7 @@ def read_checkpoint(source: str) -> dict:
         "origin": origin,
         "weights_file": weights_file,
         "config_file": config_file,
+        "task_head": task_head,
     }
 
 
@@ -656,6 +674,12 @@ def import_checkpoint(
         log("note: the checkpoint has no pooler; it starts from random weights")
     if not mlm:
         log("note: the checkpoint has no MLM head; it starts from random weights")
+    if found["task_head"]:
+        log(
+            f"note: {found['architecture']}'s head ({', '.join(found['task_head'])}) "
+            f"is not imported; fine-tune a new one on the backbone: kbl finetune "
+            f"--init {out}"
+        )
 
     os.makedirs(out, exist_ok=True)
     with atomic_path(os.path.join(out, run_dir.WEIGHTS), suffix=".weights.h5") as tmp:

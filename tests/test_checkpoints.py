@@ -602,6 +602,19 @@ def test_a_fine_tuned_run_exports_with_its_head(tmp_path, case, architecture):
         )
         assert hf.config.num_labels == (1 if case == "regression" else 2)
 
+    # And back: the folder imports as a backbone to fine-tune from, its head named
+    # and left out (kbl import refused the task classes before).
+    said = []
+    import_checkpoint(str(out), str(tmp_path / "again"), log=said.append)
+    if architecture != "BertModel":
+        assert any(f"{architecture}'s head (" in line for line in said), said
+    again = kbl.load(str(tmp_path / "again")).backbone(inputs)
+    np.testing.assert_allclose(
+        np.asarray(again["sequence_output"]),
+        np.asarray(model.backbone(inputs)["sequence_output"]),
+        atol=1e-6,
+    )
+
 
 # === Tokenizer parity with BertTokenizerFast ===
 
