@@ -120,6 +120,16 @@ def test_vocab_then_tiny_pretraining_then_resume(corpus, tmp_path, capsys):
         "checkpoints/state.json",
     ):
         assert (run / name).exists(), name
+    # TensorBoard has each evaluation's scalars, though 4 steps is not a multiple of
+    # the batch curves' 100 (Keras wrote epoch scalars only at multiples of it).
+    from tensorboard.backend.event_processing.event_accumulator import (
+        EventAccumulator,
+    )
+
+    for split in ("train", "validation"):
+        curves = EventAccumulator(str(run / "tensorboard" / split))
+        curves.Reload()
+        assert len(curves.Tensors("epoch_mlm_loss")) == 3, split
     # Each file as readable as the umask allows, not private as temporary files are.
     umask = os.umask(0)
     os.umask(umask)

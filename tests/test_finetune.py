@@ -180,9 +180,18 @@ def test_tiny_model_fine_tunes_and_loss_falls(task, task_data, vocab, tmp_path):
     )
     for name in ("config.json", "vocab.txt", "model.weights.h5", "metrics.json"):
         assert (run / name).exists()
+    # The loss every 50 steps and each epoch's dev scores in TensorBoard.
+    from tensorboard.backend.event_processing.event_accumulator import (
+        EventAccumulator,
+    )
+
+    curves = EventAccumulator(str(run / "tensorboard" / "train"))
+    curves.Reload()
+    key = {"classify": "macro_f1", "pair": "macro_f1", "tag": "f1", "qa": "f1"}[task]
+    assert {"epoch_loss", f"epoch_dev_{key}"} <= set(curves.Tags()["tensors"])
+    assert len(curves.Tensors(f"epoch_dev_{key}")) == 5
     assert result.metrics is not None
     again = evaluate(str(run), dev)
-    key = {"classify": "macro_f1", "pair": "macro_f1", "tag": "f1", "qa": "f1"}[task]
     assert again[key] == pytest.approx(result.metrics[key])
     if kind != "qa":
         assert (run / "labels.txt").exists()

@@ -1,4 +1,5 @@
-"""Callbacks a run directory needs: resumable checkpoints and an exact step budget."""
+"""Callbacks a run directory needs: resumable checkpoints, an exact step budget, and
+curves for TensorBoard."""
 
 from __future__ import annotations
 
@@ -307,3 +308,22 @@ class Throughput(keras.callbacks.Callback):
         if not self.times:
             return 0.0
         return self.tokens_per_step / sorted(self.times)[len(self.times) // 2]
+
+
+class TensorBoard(keras.callbacks.TensorBoard):
+    """Keras's TensorBoard callback with every epoch's scalars written.
+
+    With an integer `update_freq`, Keras writes the epoch's (and the held-out
+    evaluation's) scalars under the recording condition of the last batch, so they
+    are kept only when the epoch's step count is a multiple of `update_freq`
+    (tensorflow/tensorflow#49109): a pretraining run evaluated every 250 steps, or a
+    fine-tuning epoch of 63 steps, had batch curves and no epoch ones.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        with self.summary.record_if(True):
+            super().on_epoch_end(epoch, logs)
+
+    def on_test_end(self, logs=None):
+        with self.summary.record_if(True):
+            super().on_test_end(logs)

@@ -607,6 +607,7 @@ def finetune(
         HistoryCSV,
         RunCheckpoint,
         StopOnNonFinite,
+        TensorBoard,
         latest_checkpoint,
         restore_seed_states,
     )
@@ -689,6 +690,10 @@ def finetune(
     if workers.chief:
         callbacks += [
             HistoryCSV(os.path.join(out, "history.csv"), keep_before=initial_epoch),
+            # After DevEvaluation, so the dev scores are among the epoch's curves.
+            TensorBoard(
+                os.path.join(out, "tensorboard"), update_freq=50, write_graph=False
+            ),
             # Last: the epoch's best weights and history are on disk when state.json
             # names its checkpoint (and the best score that goes with them).
             RunCheckpoint(

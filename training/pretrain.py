@@ -256,6 +256,7 @@ def pretrain(
         RunCheckpoint,
         StopAtStep,
         StopOnNonFinite,
+        TensorBoard,
         Throughput,
         last_history_row,
         latest_checkpoint,
@@ -603,9 +604,7 @@ def pretrain(
             # The history row before the checkpoint: a crash between the two repeats
             # the epoch, whose row HistoryCSV then replaces.
             HistoryCSV(os.path.join(out, "history.csv"), keep_before=initial_epoch),
-            keras.callbacks.TensorBoard(
-                os.path.join(out, "tensorboard"), update_freq=100
-            ),
+            TensorBoard(os.path.join(out, "tensorboard"), update_freq=100),
             RunCheckpoint(
                 checkpoint_dir,
                 state=lambda: {"workers": workers.count},
