@@ -374,7 +374,13 @@ def _find_tf1_checkpoint(source: str) -> str:
     )
 
 
-def _read_tf1(prefix: str) -> tuple[dict, dict]:
+# The heads of Google's run_classifier.py and run_squad.py: their checkpoints'
+# backbone imports, their head does not.
+_TF1_TASK_HEAD = re.compile(r"^(cls/squad/)?output_(weights|bias)$")
+
+
+def _read_tf1(prefix: str) -> tuple[dict, dict, list[str]]:
+    """(canonical tensors, canonical name -> name in the file, task-head names)."""
     import tensorflow as tf
 
     try:
@@ -383,8 +389,11 @@ def _read_tf1(prefix: str) -> tuple[dict, dict]:
         raise KblError(
             f"{prefix}: cannot read the TF checkpoint ({e.message})"
         ) from None
-    tensors, origin = {}, {}
+    tensors, origin, task_head = {}, {}, []
     for name in sorted(reader.get_variable_to_shape_map()):
+        if _TF1_TASK_HEAD.match(name):
+            task_head.append(name)
+            continue
         mapped = _tf1_name(name)
         if mapped is None:
             continue
@@ -392,7 +401,7 @@ def _read_tf1(prefix: str) -> tuple[dict, dict]:
         value = reader.get_tensor(name)
         tensors[canonical] = value.T if transposed else value
         origin[canonical] = name
-    return tensors, origin
+    return tensors, origin, task_head
 
 
 # === Checks and vocabulary ===
@@ -584,9 +593,8 @@ def read_checkpoint(source: str) -> dict:
 
         config = _bert_config(read_json(google), google)
         weights_file = _find_tf1_checkpoint(source)
-        tensors, origin = _read_tf1(weights_file)
+        tensors, origin, task_head = _read_tf1(weights_file)
         fmt, config_file, architecture = "google", google, "BertForPreTraining"
-        task_head = []
     else:
         raise KblError(
             f"{source}: neither a Google BERT checkpoint (bert_config.json, vocab.txt, "
@@ -676,8 +684,8 @@ def import_checkpoint(
         log("note: the checkpoint has no MLM head; it starts from random weights")
     if found["task_head"]:
         log(
-            f"note: {found['architecture']}'s head ({', '.join(found['task_head'])}) "
-            f"is not imported; fine-tune a new one on the backbone: kbl finetune "
+            f"note: the checkpoint's task head ({', '.join(found['task_head'])}) is "
+            f"not imported; fine-tune a new one on the backbone: kbl finetune "
             f"--init {out}"
         )
 

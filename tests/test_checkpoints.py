@@ -258,10 +258,11 @@ def hf_to_tf1(name: str) -> tuple[str, bool]:
     ), last == "weight"
 
 
-def write_tf1_checkpoint(folder, reference, vocabulary):
+def write_tf1_checkpoint(folder, reference, vocabulary, extra=None):
     """bert_config.json, vocab.txt and bert_model.ckpt.* as Google's run_pretraining
     writes them: a tf.compat.v1 Saver over variables named like modeling.py's (and a
-    global_step and Adam slots, which the import must skip)."""
+    global_step and Adam slots, which the import must skip); `extra` adds variables
+    by name (a run_classifier head)."""
     import tensorflow as tf
 
     folder.mkdir()
@@ -299,6 +300,8 @@ def write_tf1_checkpoint(folder, reference, vocabulary):
                     tf.compat.v1.Variable(value, name=tf1_name + "/adam_m")
                 )
         variables.append(tf.compat.v1.Variable(7, name="global_step"))
+        for name, value in (extra or {}).items():
+            variables.append(tf.compat.v1.Variable(value, name=name))
         saver = tf.compat.v1.train.Saver(variables)
         with tf.compat.v1.Session(graph=graph) as session:
             session.run(tf.compat.v1.global_variables_initializer())
@@ -314,8 +317,12 @@ def test_google_tf1_checkpoint_import_matches_transformers(tmp_path):
     vocabulary = google_vocabulary()
     reference = make_reference(tmp_path / "hf", vocabulary=vocabulary, seed=5)
     google = tmp_path / "uncased_L-2_H-32_A-2"
-    write_tf1_checkpoint(google, reference, vocabulary)
-    result = import_checkpoint(str(google), str(tmp_path / "run"), log=print)
+    # As run_classifier.py leaves it: its head beside the backbone, left out.
+    head = {"output_weights": np.ones((3, 32), "float32"), "output_bias": np.ones(3)}
+    write_tf1_checkpoint(google, reference, vocabulary, extra=head)
+    said = []
+    result = import_checkpoint(str(google), str(tmp_path / "run"), log=said.append)
+    assert any("task head (output_bias, output_weights)" in s for s in said), said
     assert result["format"] == "google" and result["heads"] == ["mlm", "nsp"]
     assert result["lowercase"] is True and "folder name" in result["lowercase_from"]
     ids, segments, mask = sample_inputs(vocabulary)
@@ -607,7 +614,10 @@ def test_a_fine_tuned_run_exports_with_its_head(tmp_path, case, architecture):
     said = []
     import_checkpoint(str(out), str(tmp_path / "again"), log=said.append)
     if architecture != "BertModel":
-        assert any(f"{architecture}'s head (" in line for line in said), said
+        assert any(
+            "task head (classifier." in line or "task head (qa_" in line
+            for line in said
+        ), said
     again = kbl.load(str(tmp_path / "again")).backbone(inputs)
     np.testing.assert_allclose(
         np.asarray(again["sequence_output"]),
