@@ -221,8 +221,8 @@ def _cmd_vocab(args) -> dict:
     )
     if len(tokens) < 0.95 * args.size:
         print(
-            f"  fewer than the {args.size} asked for: a token needs about 10 "
-            "occurrences, and the corpus has no more (a larger corpus gives more)"
+            f"  fewer than the {args.size} asked for: every character is kept, and "
+            "a longer piece needs about 10 occurrences; the corpus has no more"
         )
     return result
 

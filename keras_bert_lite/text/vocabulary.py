@@ -39,7 +39,8 @@ def learn_vocabulary(
     max_words: int = 10_000_000,
 ) -> list[str]:
     """Learns a WordPiece vocabulary of about `size` tokens from sentences (fewer
-    where the corpus has no more pieces that occur 10 times or more).
+    where the corpus has no more: every character is kept, a longer piece needs
+    about 10 occurrences).
 
     The learner pre-tokenizes the way the tokenizer does (punctuation split, every CJK
     character its own word, lower case and accents stripped unless `lowercase=False`),
