@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, tiny_vocabulary
 
 TINY = dict(num_layers=2, hidden_dim=64, num_heads=2, intermediate_dim=128)
 
@@ -331,8 +331,9 @@ def test_tpu_input_contract_dense_int32_static_shapes(setup, sotu_tokenizer, tmp
 
 # Slow (~30 s on 2 cores).
 @pytest.mark.slow
-def test_prepared_records_hold_the_pipeline_examples_and_train(setup, sotu_tokenizer,
-                                                              tmp_path):  # fmt: skip
+def test_prepared_records_hold_the_pipeline_examples_and_train(
+    setup, sotu_tokenizer, tmp_path, capsys
+):
     """`kbl prepare` writes each pass of the dynamic pipeline (new masks per pass),
     round-trips through BERT's feature names, and `kbl pretrain --records` trains
     on them with the vocabulary and data config that came with them."""
@@ -390,6 +391,18 @@ def test_prepared_records_hold_the_pipeline_examples_and_train(setup, sotu_token
     assert len(_losses(run)) == 2
     assert cli.main(["pretrain", "--records", str(out), "--out", str(tmp_path / "x"),
                      "--seq-len", "64"]) == 2  # fmt: skip
+    # The records hold ids of their vocabulary: another one is refused (it used to
+    # be ignored), the same one is fine.
+    other = tmp_path / "other.txt"
+    other.write_text("\n".join([*tiny_vocabulary(), "extra"]) + "\n")
+    for vocab, code in ((other, 2), (out / "vocab.txt", 0)):
+        assert cli.main(["pretrain", "--records", str(out), "--vocab", str(vocab),
+                         "--out", str(tmp_path / f"v{code}"), "--model",
+                         setup["model"], "--batch-size", "8", "--steps", "2",
+                         "--eval-every", "2"]) == code  # fmt: skip
+    assert (
+        "not the vocabulary the records were prepared with" in capsys.readouterr().err
+    )
 
 
 def _one_step_weights(setup, batch, accumulation: int):

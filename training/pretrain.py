@@ -318,10 +318,17 @@ def pretrain(
                     f"({', '.join(sorted(data_over))} given); prepare them anew"
                 )
             data_config = DataConfig.from_dict(manifest["data"], records)
+            records_vocab = os.path.join(records, run_dir.VOCAB)
             tokenizer = BertTokenizer(
-                read_vocabulary(os.path.join(records, run_dir.VOCAB)),
-                data_config.lowercase,
+                read_vocabulary(records_vocab), data_config.lowercase
             )
+            if vocab is not None and read_vocabulary(vocab) != tokenizer.vocabulary:
+                # The records hold ids: another vocabulary would read them as other
+                # tokens (it was ignored before, silently).
+                raise KblError(
+                    f"{vocab}: not the vocabulary the records were prepared with "
+                    f"({records_vocab}); drop --vocab, or prepare records with it"
+                )
             files = None
         else:
             data_config = DataConfig(**data_over)
