@@ -690,6 +690,26 @@ def test_atomic_writes_give_files_the_permissions_the_umask_allows(tmp_path, uma
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
+def test_throughput_is_none_when_no_step_was_timed():
+    # Each epoch's first step (compiling, refilling the pipeline) is not timed, so a
+    # run of one-step evaluation intervals (kbl pretrain --steps 10: one in ten)
+    # times none; it printed "0 tokens/s".
+    import time
+
+    from keras_bert_lite.training.callbacks import Throughput
+
+    throughput = Throughput(tokens_per_step=100)
+    for epoch in range(3):
+        throughput.on_epoch_begin(epoch)
+        throughput.on_train_batch_end(0)
+    assert throughput.tokens_per_second() is None
+    throughput.on_epoch_begin(3)
+    throughput.on_train_batch_end(0)
+    time.sleep(0.02)
+    throughput.on_train_batch_end(1)
+    assert 0 < throughput.tokens_per_second() <= 100 / 0.02
+
+
 def test_history_csv_drops_rows_of_repeated_epochs(tmp_path):
     from keras_bert_lite.training.callbacks import HistoryCSV
 

@@ -304,9 +304,10 @@ class Throughput(keras.callbacks.Callback):
             self.times.append(now - self._last)
         self._last = now
 
-    def tokens_per_second(self) -> float:
+    def tokens_per_second(self) -> float | None:
+        """None when no step was timed (every epoch one step long)."""
         if not self.times:
-            return 0.0
+            return None
         return self.tokens_per_step / sorted(self.times)[len(self.times) // 2]
 
 

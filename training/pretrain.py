@@ -26,7 +26,9 @@ class PretrainResult:
     run: str  # the run directory
     steps: int  # optimizer steps taken in total
     metrics: dict  # final held-out metrics (val_*) and last training metrics
-    tokens_per_second: float  # padded tokens (batch x seq_len) per second of training
+    # Padded tokens (batch x seq_len) per second of training; None when no step was
+    # timed (every evaluation interval one step: the first of each is not timed).
+    tokens_per_second: float | None
     # Wall time of the run: this call and, for a resumed run, the calls before it up
     # to the checkpoint it resumed from (work lost to a crash after it not counted).
     seconds: float
@@ -677,8 +679,10 @@ def pretrain(
                 "seconds": result.seconds,
             },
         )
+    speed = result.tokens_per_second
     trained = (
-        f"{result.seconds:.0f}s, {result.tokens_per_second:,.0f} tokens/s"
+        f"{result.seconds:.0f}s, "
+        + (f"{speed:,.0f} tokens/s" if speed else "tokens/s not measured")
         if history
         else "ended at the checkpoint, weights written"
     )

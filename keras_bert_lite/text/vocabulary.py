@@ -114,7 +114,8 @@ def learn_vocabulary(
     )
     if len(vocab) <= len(SPECIAL_TOKENS):
         raise KblError("the corpus gave no words to learn a vocabulary from")
-    # The learner may echo a reserved token among the learned ones; keep the first.
+    # Without the dead twins; the learner may also echo a reserved token among the
+    # learned ones, of which the first is kept.
     seen: set[str] = set(dead)
     return [t for t in vocab if not (t in seen or seen.add(t))]
 
