@@ -75,8 +75,9 @@ def make_readable(path: str) -> None:
     if os.path.isdir(path):
         for root, dirs, files in os.walk(path):
             targets += [os.path.join(root, n) for n in dirs + files]
+    folder, file = permitted(0o777), permitted(0o666)  # the umask, read once
     for target in targets:
-        os.chmod(target, permitted(0o777 if os.path.isdir(target) else 0o666))
+        os.chmod(target, folder if os.path.isdir(target) else file)
 
 
 def read_manifest(directory: str) -> dict[str, Any]:
