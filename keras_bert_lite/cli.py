@@ -534,7 +534,7 @@ def _cmd_predict(args) -> dict:
         from keras_bert_lite.data import tasks
 
         kind = args.input.removesuffix(".gz")
-        if args.input.endswith(".json"):  # SQuAD: questions on contexts
+        if kind.endswith(".json"):  # SQuAD: questions on contexts
             examples = tasks.read_squad(args.input, require_answers=False)
             texts = [e.question for e in examples]
             contexts = [e.context for e in examples]
@@ -552,11 +552,13 @@ def _cmd_predict(args) -> dict:
                 pairs = (pairs or []) + [r["text_b"] for r in records]
             else:
                 texts += [r["text"] for r in records]
-        else:
-            with open(args.input, encoding="utf-8") as f:
-                texts += [line.rstrip("\n") for line in f if line.strip()]
+        else:  # one text per line (`-`: standard input)
+            texts += tasks.read_texts(args.input)
     if not texts:
-        raise KblError("nothing to predict: give TEXT arguments or --input FILE")
+        raise KblError(
+            "nothing to predict: give TEXT arguments or --input FILE (- for "
+            "standard input)"
+        )
     if _is_export(args.model):
         from keras_bert_lite.export.predict import predict as predict_exported
 
@@ -877,7 +879,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--input",
         help="a task file (.jsonl, .csv, .tsv, .conll: what fine-tuning reads, labels "
-        "not needed), a SQuAD .json for QA, or any other file: one text per line",
+        "not needed), a SQuAD .json for QA, or any other file: one text per line "
+        "(- reads them from standard input); .gz is read transparently",
     )
     p.add_argument("--question", action="append", help="QA: a question (repeatable)")
     p.add_argument(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gzip
 import json
 import os
 import tempfile
@@ -85,11 +86,27 @@ def write_json(path: str, value: Any) -> None:
 
 
 def read_json(path: str) -> Any:
+    """A JSON file's value; `.gz` is read transparently and a byte-order mark skipped.
+
+    A missing or unreadable file, bad UTF-8 or bad JSON is an error naming the file
+    (and the line).
+    """
+    opener = gzip.open if str(path).endswith(".gz") else open
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        with opener(path, "rb") as f:
+            raw = f.read()
     except FileNotFoundError:
         raise KblError(f"{path}: file not found") from None
+    except (OSError, EOFError) as e:
+        raise KblError(f"{path}: cannot read ({e})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        message = f"{path}:{line}: not valid UTF-8; save the file as UTF-8"
+        raise KblError(message) from None
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise KblError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
 

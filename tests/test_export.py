@@ -527,6 +527,66 @@ def test_predict_from_every_exported_format_matches_the_run(exported, capsys):
     assert "nope.tflite" in capsys.readouterr().err
 
 
+def test_predict_reads_text_lines_from_a_file_a_gz_or_standard_input(
+    exported, tmp_path, capsys, monkeypatch
+):
+    """`kbl predict --input` on a plain text file: one text per non-blank line, a
+    byte-order mark dropped, `.gz` read, `-` standard input; a missing file or bad
+    UTF-8 is one line naming the file (these used to be tracebacks, and `-` was
+    looked for as a file). A SQuAD file may be gzipped too."""
+    import gzip
+    import io
+
+    from keras_bert_lite import cli
+    from keras_bert_lite.training.finetune import predict
+
+    run, _ = exported
+    texts = AWKWARD[2:5]
+    want = predict(run, texts)
+    body = "\n".join([texts[0], "", texts[1], "  ", texts[2]]) + "\n"
+    plain = tmp_path / "texts.txt"
+    plain.write_text("\ufeff" + body, encoding="utf-8")
+    packed = tmp_path / "texts.txt.gz"
+    packed.write_bytes(gzip.compress(body.encode("utf-8")))
+
+    def printed(*argv):
+        capsys.readouterr()
+        assert cli.main(["predict", "--model", run, *argv]) == 0
+        return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+    assert printed("--input", str(plain)) == want
+    assert printed("--input", str(packed)) == want
+    monkeypatch.setattr(sys, "stdin", io.StringIO(body))
+    assert printed("--input", "-") == want
+
+    squad = {
+        "data": [
+            {
+                "paragraphs": [
+                    {
+                        "context": "c",
+                        "qas": [{"id": "q", "question": texts[0], "answers": []}],
+                    }
+                ]
+            }
+        ]
+    }
+    packed_squad = tmp_path / "questions.json.gz"
+    packed_squad.write_bytes(gzip.compress(json.dumps(squad).encode("utf-8")))
+    assert [r["text"] for r in printed("--input", str(packed_squad))] == texts[:1]
+
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(texts[0].encode("utf-8") + b"\n\xffno\n")
+    for path, says in [
+        (bad, "bad.txt:2: not valid UTF-8"),
+        (tmp_path / "no.txt", "no.txt: file not found"),
+    ]:
+        capsys.readouterr()
+        assert cli.main(["predict", "--model", run, "--input", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err, err
+
+
 def test_int8_calibration_reads_the_texts_it_is_given(exported):
     """Full int8 calibrates on its representative texts, whatever their order, so
     one run converts to one file. Fed NumPy object arrays of strings, the

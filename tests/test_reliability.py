@@ -336,6 +336,17 @@ CASES = {
         "train.jsonl",
         "UTF-8",
     ),
+    "squad_file_not_utf8": lambda t: (
+        _finetune(
+            t,
+            "qa",
+            _write(
+                t / "train.json", '{"data": [\n{"title": "café"}]}'.encode("cp1252")
+            ),
+        ),
+        "train.json:2",
+        "UTF-8",
+    ),
     # --- arguments ---
     "train_file_missing": lambda t: (
         _finetune(t, "classify", t / "nowhere.jsonl"),

@@ -22,6 +22,7 @@ import io
 import logging
 import math
 import re
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -72,6 +73,17 @@ def _lines(path: str) -> Iterator[tuple[int, str]]:
                 yield number, line.rstrip("\r\n")
         except (OSError, EOFError) as e:
             raise KblError(f"{path}: cannot read ({e})") from None
+
+
+def read_texts(path: str) -> list[str]:
+    """The non-blank lines of a plain text file, one text each (`-`: standard input).
+
+    `.gz` is read transparently; a missing file or bad UTF-8 is an error naming the
+    file (and line), as for every task file.
+    """
+    if path == "-":
+        return [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
+    return [line for _, line in _lines(path) if line.strip()]
 
 
 def _stem(path: str) -> str:
