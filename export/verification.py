@@ -225,13 +225,11 @@ def verify(
             f"{os.path.join(export_dir, 'export.json')}: records no dev file; "
             "pass --data FILE"
         )
-    records = finetune._read(source.task, data)
+    records = finetune.read_scored(
+        source.run, source.task, source.pair, source.labels, data
+    )
     if limit is not None:
         records = records[:limit]
-    if source.task == "classify" and source.labels:
-        from keras_bert_lite.data import tasks
-
-        tasks.check_labels(records, source.labels, data)
     encoded = finetune._encode(
         source.task, records, source.tokenizer, source.labels, source.options
     )

@@ -689,7 +689,7 @@ def test_a_pair_run_predicts_pairs_from_the_run_the_cli_and_an_export(
     from keras_bert_lite import cli
     from keras_bert_lite import run as run_dir
     from keras_bert_lite.errors import KblError
-    from keras_bert_lite.export import tflite
+    from keras_bert_lite.export import tflite, verify
     from keras_bert_lite.export.predict import predict as predict_exported
     from keras_bert_lite.training.finetune import evaluate, predict
 
@@ -745,6 +745,10 @@ def test_a_pair_run_predicts_pairs_from_the_run_the_cli_and_an_export(
             assert abs(row["probabilities"][name] - p) <= 1e-4
     with pytest.raises(KblError, match="a sentence-pair model; give the second"):
         predict_exported(path, firsts)
+    # verify, like evaluate, refuses single texts for a pair model (it used to score
+    # them as pairs with empty second texts).
+    with pytest.raises(KblError, match=r"single.jsonl:1: single texts \(text\), but "):
+        verify(str(tmp_path / "export"), data=single, log=lambda s: None)
 
 
 def test_predict_output_that_nobody_reads_ends_quietly(pair_run, tmp_path, capsys):
@@ -856,6 +860,7 @@ def test_a_crf_taggers_export_predicts_the_entities_its_run_predicts(tmp_path, c
     from keras_bert_lite import cli
     from keras_bert_lite import run as run_dir
     from keras_bert_lite.data import tasks
+    from keras_bert_lite.errors import KblError
     from keras_bert_lite.export import saved_model, tflite, verify
     from keras_bert_lite.export.predict import predict as predict_exported
     from keras_bert_lite.export.predict import tagged
@@ -953,6 +958,12 @@ def test_a_crf_taggers_export_predicts_the_entities_its_run_predicts(tmp_path, c
             f.write("\n")
     report = verify(str(tmp_path / "export"), data=str(own), log=lambda s: None)
     assert report["keras"]["f1"] == 1.0
+    # A tag the model does not know is named by file and line, as evaluate names it
+    # (verify used to check classification labels only, and fail without the file).
+    unknown = tmp_path / "unknown.conll"
+    unknown.write_text("Paris\tO\n\nthe\tO\ncat\tB-ANIMAL\n")
+    with pytest.raises(KblError, match=r"unknown.conll:4: label 'B-ANIMAL' is not"):
+        verify(str(tmp_path / "export"), data=str(unknown), log=lambda s: None)
     for name, row in report["formats"].items():
         assert row["f1"] == 1.0 and row["max_abs_diff"] < 1e-4, name
         if row["input"] == "text":

@@ -347,6 +347,22 @@ CASES = {
         "train.json:2",
         "UTF-8",
     ),
+    # A file in another task's format is named as such, not as bad JSON or columns.
+    "tag_given_classification_jsonl": lambda t: (
+        _finetune(t, "tag"),
+        "train.jsonl",
+        "the tag task reads CoNLL",
+    ),
+    "classify_given_conll": lambda t: (
+        _finetune(t, "classify", _write(t / "train.conll", b"the\tO\ncat\tB-X\n")),
+        "train.conll",
+        "not .conll files (the tag task's format)",
+    ),
+    "qa_given_classification_jsonl": lambda t: (
+        _finetune(t, "qa"),
+        "train.jsonl",
+        "the qa task reads SQuAD",
+    ),
     # --- arguments ---
     "train_file_missing": lambda t: (
         _finetune(t, "classify", t / "nowhere.jsonl"),

@@ -54,9 +54,35 @@ class TaskData:
     features: Any = None  # TaggingFeatures / QAFeatures for decoding
 
 
+# What each task reads, and the file names that say "another task's format": such a
+# file would otherwise fail deep in the reader, about JSON or columns, not the task.
+_FORMATS = {
+    "classify": "JSONL, CSV or TSV records (text or text_a/text_b, and label)",
+    "tag": "CoNLL (token<TAB>tag lines, a blank line between sentences)",
+    "qa": "SQuAD v1.1 / v2.0 JSON",
+}
+_OTHER_FORMATS = {
+    "classify": {".conll": "tag", ".json": "qa"},
+    "tag": {".jsonl": "classify", ".csv": "classify", ".json": "qa"},
+    "qa": {
+        ".jsonl": "classify",
+        ".csv": "classify",
+        ".tsv": "classify",
+        ".conll": "tag",
+    },
+}
+
+
 def _read(task: str, path: str):
     from keras_bert_lite.data import tasks
 
+    suffix = os.path.splitext(str(path).removesuffix(".gz"))[1].lower()
+    other = _OTHER_FORMATS.get(task, {}).get(suffix)
+    if other:
+        raise KblError(
+            f"{path}: the {task} task reads {_FORMATS[task]}, not {suffix} files "
+            f"(the {other} task's format)"
+        )
     if task == "classify":
         return tasks.read_classification(path)
     if task == "tag":
@@ -829,6 +855,22 @@ def _task_of(run: str) -> tuple[dict, str]:
     return config, config["task"]
 
 
+def read_scored(
+    run: str, task: str, pair: bool, labels: Sequence[str], path: str
+) -> list:
+    """The labelled records of `path` that the fine-tuned `run` is to be scored on:
+    in its task's format, pairs if it classifies pairs, only labels it knows (errors
+    name the file and line)."""
+    from keras_bert_lite.data import tasks
+
+    records = _read(task, path)
+    if task == "classify":
+        _check_pairs(records, pair, path, f"{run} classifies")
+    if labels:
+        tasks.check_labels(records, labels, path)
+    return records
+
+
 def evaluate(run: str, data: str, batch_size: int = 64) -> dict:
     """The task metrics of a fine-tuned run on a labelled file."""
     from keras_bert_lite.data import tasks
@@ -841,13 +883,8 @@ def evaluate(run: str, data: str, batch_size: int = 64) -> dict:
         if config["task_options"].get("num_labels")
         else []
     )
-    records = _read(task, data)
-    if task == "classify":
-        _check_pairs(
-            records, run_dir.classifies_pairs(run, config), data, f"{run} classifies"
-        )
-    if labels:
-        tasks.check_labels(records, labels, data)
+    pair = task == "classify" and run_dir.classifies_pairs(run, config)
+    records = read_scored(run, task, pair, labels, data)
     encoded = _encode(task, records, tokenizer, labels, config["task_options"])
     metrics, _ = score(task, model, encoded, labels, config["task_options"], batch_size)
     return metrics
