@@ -42,6 +42,10 @@ def test_learned_vocabulary_has_specials_first_and_splits_cjk():
     assert "walking" in vocab and "Walking" not in vocab
     cased = learn_vocabulary(sentences, 120, lowercase=False)
     assert "Walking" in cased
+    # The smallest size is the one the error names (every character is still kept).
+    assert {"我", "w", "."} <= set(learn_vocabulary(sentences, 16))
+    with pytest.raises(KblError, match="size 15 is too small: it takes at least 16"):
+        learn_vocabulary(sentences, 15)
 
 
 def test_bad_vocabularies_are_rejected_with_the_line(tmp_path):

@@ -64,8 +64,13 @@ def learn_vocabulary(
     from keras_bert_lite.text.tokenizer import SPECIAL_TOKENS
 
     learner = wordpiece_tokenizer_learner_lib
-    if size <= len(SPECIAL_TOKENS) + 10:
-        raise KblError(f"vocabulary size {size} is too small; use at least 100")
+    smallest = len(SPECIAL_TOKENS) + 11
+    if size < smallest:
+        raise KblError(
+            f"vocabulary size {size} is too small: it takes at least {smallest} (the "
+            f"{len(SPECIAL_TOKENS)} special tokens and some characters); a useful one "
+            "has thousands (default 8192)"
+        )
     # A KblError raised while reading (a bad line) would surface from tf.data as an
     # opaque UnknownError; the generator keeps it and it is raised as itself below.
     failed: list[KblError] = []
