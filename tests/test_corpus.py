@@ -52,7 +52,18 @@ def test_gz_globs_and_directories_stream_in_order(tmp_path):
     with gzip.open(tmp_path / "d" / "1.txt.gz", "wt") as f:
         f.write("One.\n\nTwo.\n")
     (tmp_path / "d" / "2.txt").write_text("Three.\n")
-    assert list(read_documents(str(tmp_path / "d"))) == [["One."], ["Two."], ["Three."]]
+    # Hidden files and folders are not corpus: a cloned corpus's .git objects, an
+    # editor's swap file, a notebook's checkpoints (they used to be read as text).
+    for hidden in (".git/objects/ab/cdef", ".2.txt.swp", "sub/.ipynb_checkpoints/x"):
+        (tmp_path / "d" / hidden).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "d" / hidden).write_text("Hidden.\n")
+    (tmp_path / "d" / "sub" / "3.txt").write_text("Four.\n")
+    assert list(read_documents(str(tmp_path / "d"))) == [
+        ["One."],
+        ["Two."],
+        ["Three."],
+        ["Four."],
+    ]
     assert list(read_documents(str(tmp_path / "d" / "*.gz"))) == [["One."], ["Two."]]
 
 

@@ -41,6 +41,14 @@ class CorpusStats:
     replaced_bytes_lines: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
+def _visible_files(directory: str) -> Iterator[str]:
+    """Files below `directory`, hidden ones (.name) and those in hidden folders
+    (.git, .ipynb_checkpoints) left out, as a shell glob leaves them out."""
+    for root, dirs, names in os.walk(directory):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        yield from (os.path.join(root, n) for n in names if not n.startswith("."))
+
+
 def expand_paths(paths: Iterable[str]) -> list[str]:
     """Files named by `paths` (files, directories, globs), in a stable order."""
     if isinstance(paths, (str, os.PathLike)):
@@ -48,12 +56,7 @@ def expand_paths(paths: Iterable[str]) -> list[str]:
     files: list[str] = []
     for path in map(str, paths):
         if os.path.isdir(path):
-            found = sorted(
-                os.path.join(root, name)
-                for root, _, names in os.walk(path)
-                for name in names
-                if not name.startswith(".")
-            )
+            found = sorted(_visible_files(path))
             if not found:
                 raise KblError(f"{path}: directory holds no files")
             files.extend(found)
