@@ -45,6 +45,12 @@ def test_bert_format_jsonl_and_plain_text_give_the_same_documents(tmp_path):
     docs = list(read_documents(str(plain)))
     assert docs[0] == ["First one.", "Second one.", "Still the first paragraph here."]
     assert len(docs[1]) == 5
+    # The same files saved with a byte-order mark (as Windows editors save UTF-8):
+    # the JSONL one used to be refused as not JSON at line 1.
+    for path in (bert, jsonl):
+        marked = tmp_path / ("bom-" + path.name)
+        marked.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+        assert list(read_documents(str(marked))) == expected
 
 
 def test_gz_globs_and_directories_stream_in_order(tmp_path):

@@ -88,6 +88,8 @@ def _open_lines(path: str, stats: CorpusStats) -> Iterator[tuple[int, str]]:
                 except UnicodeDecodeError:
                     line = raw.decode("utf-8", errors="replace")
                     bad += 1
+                if number == 1:  # a byte-order mark (Windows editors) is not text
+                    line = line.removeprefix("\ufeff")
                 yield number, line.replace("\x00", " ").rstrip("\r\n")
     except (OSError, EOFError) as e:
         raise KblError(f"{path}: cannot read ({e})") from None
