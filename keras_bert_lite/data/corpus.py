@@ -128,9 +128,11 @@ _ABBREVIATIONS = frozenset(
     "vs".split()
 )
 # A sentence ends at . ! ? (plus closing quotes or brackets) before whitespace and a
-# capital letter or digit (optionally behind an opening quote), or at Chinese 。！？.
+# capital letter or digit (optionally behind an opening quote), at Chinese 。！？
+# whatever comes before them (“好”。 50％。 （图）。), or at ! ? after a Chinese
+# character (Chinese typed with ASCII punctuation).
 _LATIN_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s+[\"'“‘(\[]?[A-Z0-9])")
-_CJK_END = re.compile(r"[。！？!?]+[”’」』）)]*")
+_CJK_END = re.compile(r"(?:[。！？]|(?<=[\u2e80-\u9fff])[!?])[。！？!?]*[”’」』）)]*")
 
 
 def split_sentences(paragraph: str) -> list[str]:
@@ -145,12 +147,7 @@ def split_sentences(paragraph: str) -> list[str]:
             if word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha()):
                 continue
         ends.append(match.end())
-    for match in _CJK_END.finditer(paragraph):
-        if any(
-            "\u2e80" <= c <= "\u9fff"
-            for c in paragraph[max(0, match.start() - 1) : match.start()]
-        ):
-            ends.append(match.end())
+    ends += [match.end() for match in _CJK_END.finditer(paragraph)]
     sentences, start = [], 0
     for end in sorted(set(ends)):
         piece = paragraph[start:end].strip()
