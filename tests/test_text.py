@@ -57,6 +57,11 @@ def test_bad_vocabularies_are_rejected_with_the_line(tmp_path):
         read_vocabulary(str(path))
     with pytest.raises(KblError, match="not found"):
         read_vocabulary(str(tmp_path / "missing.txt"))
+    # A byte-order mark (an editor's) is not part of [PAD]; it used to be refused as
+    # "must start with [PAD] ..., found [PAD] ..." (the mark invisible).
+    marked = tmp_path / "marked.txt"
+    marked.write_bytes(("\ufeff" + "\r\n".join(tiny_vocabulary())).encode("utf-8"))
+    assert read_vocabulary(str(marked)) == tiny_vocabulary()
 
 
 def test_a_mixed_vocabulary_spends_no_token_on_continuations_that_never_occur():

@@ -19,9 +19,10 @@ def read_vocabulary(path: str) -> list[str]:
 
 def read_vocabulary_lines(path: str) -> list[str]:
     """The tokens of a vocab.txt in file order, unchecked (trailing blank lines
-    dropped); KblError naming the file when it is missing or not UTF-8."""
+    and a byte-order mark dropped); KblError naming the file when it is missing or
+    not UTF-8."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             tokens = [line.rstrip("\n").rstrip("\r") for line in f]
     except FileNotFoundError:
         raise KblError(f"{path}: vocabulary file not found") from None
