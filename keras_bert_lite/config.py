@@ -8,6 +8,7 @@ JSON and `BertBackbone(**config.to_dict())` without renaming shims.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from typing import Any
 
@@ -232,6 +233,22 @@ class TrainConfig:
         if not 0.0 <= self.warmup < 1.0:
             raise KblError(
                 f"train config: warmup must be a share in [0, 1), got {self.warmup}"
+            )
+        # A negative rate climbs the loss and a zero one trains nothing; written as
+        # "not (in range)" so that NaN, which fails every comparison, is refused.
+        if not (0.0 < self.learning_rate < math.inf):
+            raise KblError(
+                "train config: learning_rate must be a positive number, got "
+                f"{self.learning_rate}"
+            )
+        if not (0.0 <= self.weight_decay < math.inf):
+            raise KblError(
+                "train config: weight_decay must be a number >= 0, got "
+                f"{self.weight_decay}"
+            )
+        if not (0.0 < self.clipnorm < math.inf):
+            raise KblError(
+                f"train config: clipnorm must be a positive number, got {self.clipnorm}"
             )
 
     def to_dict(self) -> dict[str, Any]:

@@ -401,6 +401,22 @@ CASES = {
         "eval_every 4",
         "steps_per_execution 3",
     ),
+    # Numbers that would train backwards or not at all (they used to be accepted).
+    "learning_rate_negative": lambda t: (
+        _finetune(t, "classify", None, None, "--learning-rate=-1e-4"),
+        "learning_rate",
+        "positive number, got -0.0001",
+    ),
+    "learning_rate_nan": lambda t: (
+        _pretrain(t, None, "--learning-rate", "nan"),
+        "learning_rate",
+        "positive number, got nan",
+    ),
+    "classify_seq_len_too_short": lambda t: (
+        _finetune(t)[:-2] + ["--seq-len", "2", "--out", str(t / "run")],
+        "seq_len 2",
+        "at least 3",
+    ),
     "resume_nothing": lambda t: (
         ["pretrain", "--out", str(t / "run"), "--resume"],
         "run",

@@ -680,8 +680,13 @@ def encode_classification(
     """
     n = len(examples)
     pair = bool(n) and "text_a" in examples[0]
-    if seq_len < (3 if pair else 2) + 1:
-        raise KblError(f"seq_len {seq_len} leaves no room for text; use at least 8")
+    smallest = (3 if pair else 2) + 1  # [CLS] text [SEP] (text_b [SEP])
+    if seq_len < smallest:
+        raise KblError(
+            f"seq_len {seq_len} leaves no room for text: it takes at least "
+            f"{smallest} (the special tokens and a piece of text), and texts are cut "
+            "to fit; 64 or more is usual"
+        )
 
     def where(i: int) -> str:
         return f"record {i + 1}" + (
@@ -890,7 +895,10 @@ def encode_tagging(
     """
     size = seq_len - 2
     if size < 1:
-        raise KblError(f"seq_len {seq_len} leaves no room for words; use at least 8")
+        raise KblError(
+            f"seq_len {seq_len} leaves no room for words: it takes at least 3 "
+            "([CLS], a piece, [SEP]); longer sentences are windowed, 128 is usual"
+        )
     stride = max(1, size // 2) if stride is None else stride
     if stride < 1:
         raise KblError(f"stride must be at least 1, got {stride}")
