@@ -191,9 +191,10 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
 
 def _cmd_vocab(args) -> dict:
     from keras_bert_lite.data.corpus import CorpusStats, read_documents, require_text
-    from keras_bert_lite.io import write_text
+    from keras_bert_lite.io import require_file_path, write_text
     from keras_bert_lite.text import learn_vocabulary
 
+    require_file_path(args.out, "--out")
     require_text(args.corpus, args.format)
     stats = CorpusStats()
     print(
@@ -956,6 +957,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.debug:
         _quiet_tensorflow()
     try:
+        if getattr(args, "json", None):  # before the work, which may take hours
+            from keras_bert_lite.io import require_file_path
+
+            require_file_path(args.json, "--json")
         result = args.func(args)
     except KblError as e:
         if args.debug:

@@ -21,6 +21,7 @@ def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
 
     `suffix` keeps an extension some writers insist on (Keras wants `.weights.h5`).
     """
+    require_file_path(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
@@ -46,6 +47,17 @@ def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def require_file_path(path: str, option: str = "") -> None:
+    """Raises KblError when the file to write, `path`, is an existing directory
+    (`option`: the command-line option that named it, for the message). Commands
+    check their output files before the work, not after it."""
+    if os.path.isdir(path):
+        raise KblError(
+            f"{path}: is a directory; {option or 'the path'} must name a file to "
+            "write (a new file inside it, for instance)"
+        )
 
 
 def permitted(mode: int) -> int:

@@ -417,6 +417,19 @@ CASES = {
         "seq_len 2",
         "at least 3",
     ),
+    # An output file that is a directory: refused before the work (kbl vocab used to
+    # learn the vocabulary and end in an IsADirectoryError traceback; --json after
+    # a whole training run).
+    "vocab_out_is_a_directory": lambda t: (
+        ["vocab", "--corpus", _write(t / "c.txt", _corpus_text().encode()), "--out", t],
+        str(t),
+        "is a directory; --out must name a file",
+    ),
+    "json_is_a_directory": lambda t: (
+        _finetune(t, "classify", None, None, "--json", str(t)),
+        str(t),
+        "is a directory; --json must name a file",
+    ),
     "resume_nothing": lambda t: (
         ["pretrain", "--out", str(t / "run"), "--resume"],
         "run",
