@@ -331,9 +331,10 @@ def _cmd_prepare(args) -> dict:
     from keras_bert_lite.config import DataConfig
     from keras_bert_lite.data.corpus import expand_paths, require_text
     from keras_bert_lite.data.pretraining import corpus_tokenizer, require_pairs
-    from keras_bert_lite.data.records import write_records
+    from keras_bert_lite.data.records import require_new, write_records
 
     config = DataConfig(**_data_options(args))
+    require_new(args.out)
     files = expand_paths(args.corpus)
     require_text(files, args.format)
     tokenizer = corpus_tokenizer(

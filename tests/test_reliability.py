@@ -470,6 +470,25 @@ def test_a_wrong_until_is_refused_before_the_vocabulary_is_learned(tmp_path, cap
     assert "vocabulary" not in out, out
 
 
+def test_prepare_refuses_a_prepared_directory_before_learning_a_vocabulary(
+    tmp_path, capsys
+):
+    """kbl prepare into a directory that holds prepared records is refused before
+    the vocabulary is learned (it used to learn it, then refuse)."""
+    from keras_bert_lite import cli
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(_corpus_text())
+    (tmp_path / "rec").mkdir()
+    (tmp_path / "rec" / "prepare.json").write_text("{}")
+    argv = ["prepare", "--corpus", str(corpus), "--out", str(tmp_path / "rec")]
+    assert cli.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert "already holds prepared records" in err
+    assert "vocabulary" not in out, out
+    assert os.listdir(tmp_path / "rec") == ["prepare.json"]
+
+
 def _one_megabyte_line(punctuated: bool) -> str:
     words = "the committee met on tuesday to discuss a budget nobody expected".split()
     rng = np.random.default_rng(0)

@@ -60,6 +60,13 @@ def _example(inputs: dict, targets: dict, weights: dict, i: int) -> bytes:
     ).SerializeToString()
 
 
+def require_new(out: str) -> None:
+    """Raises KblError when `out` already holds prepared records (kbl prepare
+    checks before it learns a vocabulary, which takes minutes on a large corpus)."""
+    if os.path.exists(os.path.join(out, MANIFEST)):
+        raise KblError(f"{out}: already holds prepared records; choose another --out")
+
+
 def write_records(
     files: Iterable[str] | str,
     tokenizer: BertTokenizer,
@@ -88,8 +95,7 @@ def write_records(
     if dupe_factor < 1 or shards < 1:
         raise KblError("--dupe-factor and --shards must be at least 1")
     files = expand_paths(files)
-    if os.path.exists(os.path.join(out, MANIFEST)):
-        raise KblError(f"{out}: already holds prepared records; choose another --out")
+    require_new(out)
     os.makedirs(out, exist_ok=True)
     started = time.time()
     names = [f"train-{k:05d}-of-{shards:05d}.tfrecord" for k in range(shards)]
