@@ -824,7 +824,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=2,
         help="stop after this many epochs without a better dev score",
     )
-    p.add_argument("--doc-stride", type=_positive_int, default=128)
+    p.add_argument(
+        "--doc-stride",
+        type=_positive_int,
+        help="QA: context pieces between window starts (default 128, or half a "
+        "window's context where seq_len leaves less, so that windows overlap)",
+    )
     p.add_argument("--max-query-len", type=_positive_int, default=64)
     p.add_argument(
         "--crf",

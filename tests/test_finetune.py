@@ -660,3 +660,40 @@ def test_a_run_killed_and_resumed_ends_bit_identical_to_one_never_stopped(
         assert resumed.keys() == whole.keys()
         assert all(np.array_equal(whole[k], resumed[k]) for k in whole) == same, name
     assert sum("no dropout seed states" in line for line in logs) == 1
+
+
+def test_qa_windows_overlap_by_default_at_any_seq_len(vocab, tmp_path):
+    """The default doc_stride is BERT's 128 where a window holds 256 context pieces
+    or more, and half a window's context below that: at seq_len 128 with 64-piece
+    questions a window holds 61, and a stride of 128 left the windows without
+    overlap (an answer across an edge in none of them). A stride given larger than
+    a window is kept, with a note."""
+    from keras_bert_lite.data import tasks
+    from keras_bert_lite.training.finetune import finetune
+
+    assert tasks.default_doc_stride(384, 64) == 128
+    assert tasks.default_doc_stride(128, 64) == 30
+    assert tasks.default_doc_stride(64, 16) == 22
+    squad = shared_file("qa", "en", "squad_fixture.json")
+    for given, stride in [(None, 22), (100, 100)]:
+        lines = []
+        run = tmp_path / f"run-{given}"
+        finetune(
+            "qa",
+            squad,
+            squad,
+            str(run),
+            init="random",
+            model="tiny",
+            vocab=vocab,
+            seq_len=64,
+            max_query_len=16,
+            doc_stride=given,
+            epochs=1,
+            log=lines.append,
+            verbose=0,
+        )
+        options = json.loads((run / "config.json").read_text())["task_options"]
+        assert options["doc_stride"] == stride
+        noted = [line for line in lines if "windows do not overlap" in line]
+        assert len(noted) == (given is not None), lines

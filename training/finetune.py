@@ -388,7 +388,7 @@ def finetune(
     weight_decay: float = 0.01,
     layer_decay: float = 1.0,
     patience: int = 2,
-    doc_stride: int = 128,
+    doc_stride: int | None = None,
     max_query_len: int = 64,
     max_train: int | None = None,
     dropout: float = 0.1,
@@ -423,7 +423,9 @@ def finetune(
             layer below at `layer_decay` times the one above, the embeddings lowest.
             1 (the default): one rate for every layer.
         patience: stop after this many epochs without a better dev score.
-        doc_stride, max_query_len: QA windowing.
+        doc_stride, max_query_len: QA windowing: context pieces between window
+            starts (None: `tasks.default_doc_stride`, 128 where a window holds
+            256 or more) and the question pieces kept.
         max_train: train on a seeded random sample of this many training records
             (all of them when None), for budgets and learning curves; the labels
             are those of the whole training file.
@@ -530,6 +532,15 @@ def finetune(
                 "model cannot learn it: fix the tag, or add training sentences "
                 "that carry it"
             )
+    if doc_stride is None:
+        doc_stride = tasks.default_doc_stride(seq_len, max_query_len)
+    elif task == "qa" and doc_stride > seq_len - max_query_len - 3:
+        log(
+            f"note: doc_stride {doc_stride} is more than a window's "
+            f"{seq_len - max_query_len - 3} context pieces (seq_len {seq_len}, "
+            f"max_query_len {max_query_len}): windows do not overlap, so an answer "
+            "across a window's edge is in none of them"
+        )
     options = {
         "seq_len": seq_len,
         "doc_stride": doc_stride,

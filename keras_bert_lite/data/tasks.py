@@ -609,6 +609,16 @@ def _bytes_to_chars(
     )
 
 
+def default_doc_stride(seq_len: int, max_query_len: int) -> int:
+    """Context pieces between QA window starts when none is given: BERT's 128, or
+    half of what a window holds of the context after a `max_query_len`-piece
+    question where that is less (at seq_len 128 a window holds 61 pieces, and a
+    stride of 128 would leave no overlap: an answer across a window's edge would be
+    in no window, and a piece near an edge would never be read with context)."""
+    room = seq_len - max_query_len - 3
+    return max(1, min(128, room // 2))
+
+
 def _windows(total: int, size: int, stride: int) -> list[tuple[int, int]]:
     """(start, length) windows over `total` pieces, as BERT's SQuAD doc spans: each
     starts `stride` after the last, and the last reaches the end, so nothing is cut."""
