@@ -425,6 +425,16 @@ def test_classification_readers_jsonl_csv_tsv(tmp_path):
     ]
     path = write(tmp_path, "b.csv", 'text,label\n"fine, really",pos\nbad,neg\n')
     assert [r["text"] for r in read_classification(path)] == ["fine, really", "bad"]
+    # Written by hand, a space after each comma: the header still names its
+    # columns, a quote after the space still quotes, and "neg " is the label "neg"
+    # (the file used to be refused for a missing 'label', its column " label").
+    path = write(
+        tmp_path, "s.csv", 'text, label\n"fine, ""really""", pos\nbad , neg \n'
+    )
+    assert read_classification(path) == [
+        {"text": 'fine, "really"', "label": "pos", "line": 2},
+        {"text": "bad ", "label": "neg", "line": 3},
+    ]
     path = write(tmp_path, "c.tsv", "text_a\ttext_b\tlabel\nA\tB\tsame\n")
     assert read_classification(path) == [
         {"text_a": "A", "text_b": "B", "label": "same", "line": 2}

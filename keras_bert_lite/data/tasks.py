@@ -158,9 +158,17 @@ def _csv_rows(path: str, delimiter: str) -> Iterator[tuple[int, Mapping[str, Any
         # TSV files (GLUE and the like) hold unbalanced quotes inside the text, so
         # quotes only group fields in CSV.
         quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-        reader = csv.DictReader(f, delimiter=delimiter, quoting=quoting)
+        # "text, label" (a space after each comma, as people write CSV by hand):
+        # the space is not part of the field, and a quote after it still quotes.
+        reader = csv.DictReader(
+            f,
+            delimiter=delimiter,
+            quoting=quoting,
+            skipinitialspace=delimiter != "\t",
+        )
         try:
-            header = reader.fieldnames or []
+            header = [name.strip() for name in reader.fieldnames or []]
+            reader.fieldnames = header
             if "text" not in header and not {"text_a", "text_b"} <= set(header):
                 raise KblError(
                     f"{path}:1: the header must name a 'text' column (or "
@@ -175,6 +183,8 @@ def _csv_rows(path: str, delimiter: str) -> Iterator[tuple[int, Mapping[str, Any
                     )
                 if not any((v or "").strip() for v in row.values()):
                     continue
+                if row.get("label"):  # "neg " and "neg" are one label
+                    row["label"] = row["label"].strip()
                 yield reader.line_num, row
         except UnicodeDecodeError:
             raise KblError(
