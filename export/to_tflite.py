@@ -225,20 +225,24 @@ def _outputs(source: ExportSource, int8: bool):
 
 
 def _representative_records(source: ExportSource, representative) -> list[dict]:
-    """Calibration records: given ones, a file, or a seeded sample of the run's
-    training file."""
+    """Calibration records: given ones, a file (the task's format, or a .txt of one
+    text per line), or a seeded sample of the run's training file."""
     from keras_bert_lite.data import tasks
 
     if representative is None:
         if not source.train_file or not os.path.exists(source.train_file):
             raise KblError(
                 f"int8 quantization calibrates on the run's training file "
-                f"({source.train_file}), which is missing; pass representative="
-                "a file or a list of texts"
+                f"({source.train_file}), which is missing (the run was moved?); give "
+                "texts like the ones the model will see: kbl export --calibration "
+                "FILE, or representative= in Python"
             )
         representative = source.train_file
     if isinstance(representative, str):
-        if source.task == "qa":
+        plain = str(representative).removesuffix(".gz").endswith(".txt")
+        if plain and source.task != "qa":
+            records = [{"text": t} for t in tasks.read_texts(representative)]
+        elif source.task == "qa":
             examples = tasks.read_squad(representative, require_answers=False)
             records = [{"question": e.question, "context": e.context} for e in examples]
         elif source.task == "tag":
@@ -485,17 +489,21 @@ def tflite(
     name = "tflite" + ("_ids" if ids_only else "")
     if quantize != "none":
         name += f"_{quantize}"
-    manifest.record(
-        directory,
-        source,
-        {
-            "name": name,
-            "format": "tflite",
-            "path": os.path.relpath(path, directory),
-            "inputs": "ids" if ids_only else "text",
-            "quantize": quantize,
-        },
-    )
+    entry = {
+        "name": name,
+        "format": "tflite",
+        "path": os.path.relpath(path, directory),
+        "inputs": "ids" if ids_only else "text",
+        "quantize": quantize,
+    }
+    if quantize == "int8":  # what the scales were calibrated on
+        if representative is None:
+            entry["calibration"] = source.train_file
+        elif isinstance(representative, str):
+            entry["calibration"] = os.path.abspath(representative)
+        else:
+            entry["calibration"] = f"{len(list(representative))} records given"
+    manifest.record(directory, source, entry)
     return path
 
 

@@ -603,8 +603,11 @@ def _cmd_export(args) -> dict:
     if args.format == "hf":  # a Hugging Face BERT folder, not a serving artefact
         from keras_bert_lite.checkpoints import export_hf
 
-        if args.quantize not in (None, "none"):
-            raise KblError("--quantize applies to TFLite files; --format hf has none")
+        if args.quantize not in (None, "none") or args.calibration:
+            raise KblError(
+                "--quantize and --calibration apply to TFLite files; --format hf "
+                "has none"
+            )
         print(f"exporting {args.model} as hf -> {args.out}", flush=True)
         return export_hf(args.model, args.out)
     from keras_bert_lite.export import export_all, load_source, onnx, saved_model
@@ -617,9 +620,21 @@ def _cmd_export(args) -> dict:
             f"--quantize applies to TFLite files; --format {args.format} has none "
             "(use --format tflite or all)"
         )
+    quantize = args.quantize or ("all" if args.format == "all" else "none")
+    calibration = args.calibration
+    if calibration is not None:
+        if "int8" not in quantizations(quantize):
+            raise KblError(
+                "--calibration calibrates full int8 TFLite files; add --quantize "
+                "int8 (or all) with --format tflite or all"
+            )
+        if not os.path.isfile(calibration):
+            raise KblError(f"{calibration}: file not found (--calibration)")
     print(f"exporting {args.model} as {args.format} -> {args.out}", flush=True)
     if args.format == "all":
-        return export_all(args.model, args.out, quantize=args.quantize or "all")
+        return export_all(
+            args.model, args.out, quantize=quantize, representative=calibration
+        )
     source = load_source(args.model)
     if args.format == "saved_model":  # raw text, and ids only for stock servers
         written = [
@@ -630,8 +645,8 @@ def _cmd_export(args) -> dict:
         written = [onnx(source, args.out)]
     else:
         written = [
-            to_tflite(source, args.out, mode)
-            for mode in quantizations(args.quantize or "none")
+            to_tflite(source, args.out, mode, calibration)
+            for mode in quantizations(quantize)
         ]
         written.append(to_tflite(source, args.out, ids_only=True))
     for path in written:
@@ -937,6 +952,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["none", "float16", "dynamic", "int8", "all"],
         help="TFLite variants besides float32 (default: all with --format all, "
         "none with --format tflite)",
+    )
+    p.add_argument(
+        "--calibration",
+        help="full int8: the texts to calibrate on, like those the model will see "
+        "(a task file, or a .txt of one text per line; default: a sample of the "
+        "run's training file)",
     )
     p.add_argument("--out", required=True, help="export directory")
     p.add_argument("--json", help="also write export.json's content here")

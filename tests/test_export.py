@@ -604,6 +604,51 @@ def test_int8_calibration_reads_the_texts_it_is_given(exported):
     assert convert(source, "int8", representative=texts[::-1]) == forward
 
 
+def test_int8_export_of_a_moved_run_calibrates_on_the_file_it_is_given(
+    exported, tmp_path, capsys
+):
+    """A run copied away from its training file (to an export machine) exports
+    full int8 with `kbl export --calibration FILE`, a .txt of one text per line or a
+    task file; export.json says what calibrated it. Without the option the error
+    names it (it used to name representative=, which the CLI had no way to give)."""
+    import shutil
+
+    from keras_bert_lite import cli
+    from keras_bert_lite.io import read_json, write_json
+    from keras_bert_lite.training.finetune import predict
+
+    run, _ = exported
+    moved = tmp_path / "moved"
+    shutil.copytree(run, moved)
+    config = read_json(str(moved / "config.json"))
+    config["train_file"] = str(tmp_path / "gone" / "train.jsonl")
+    write_json(str(moved / "config.json"), config)
+    out = tmp_path / "export"
+    argv = ["export", "--model", str(moved), "--format", "tflite", "--quantize"]
+    assert cli.main([*argv, "int8", "--out", str(out)]) == 2
+    assert "kbl export --calibration FILE" in capsys.readouterr().err
+    texts = [r["text"] for r in _records(40, 9)]
+    calibration = tmp_path / "calibration.txt"
+    calibration.write_text("\n".join(texts) + "\n")
+    given = [*argv, "int8", "--calibration", str(calibration), "--out", str(out)]
+    assert cli.main(given) == 0
+    entry = {f["name"]: f for f in read_json(str(out / "export.json"))["formats"]}
+    assert entry["tflite_int8"]["calibration"] == str(calibration)
+    from keras_bert_lite.export.predict import predict as predict_exported
+
+    want = predict(str(moved), texts[:8])
+    got = predict_exported(str(out / "model.int8.tflite"), texts[:8])
+    for w, g in zip(want, got, strict=True):
+        for label, p in w["probabilities"].items():
+            assert abs(g["probabilities"][label] - p) <= 0.05
+    # --calibration needs an int8 file to calibrate.
+    assert (
+        cli.main([*argv[:-1], "--calibration", str(calibration), "--out", str(out)])
+        == 2
+    )
+    assert "--calibration calibrates full int8" in capsys.readouterr().err
+
+
 # Slow (~5 minutes on 2 cores): a real-sized vocabulary, fine-tuning and every
 # export; the float parity tests above cover the same code on a tiny run.
 @pytest.mark.slow
