@@ -219,12 +219,18 @@ def verify(
             "is gone; verify compares against its Keras model"
         )
     source = load_source(manifest["run"])
-    data = data or manifest.get("dev_file")
     if not data:
-        raise KblError(
-            f"{os.path.join(export_dir, 'export.json')}: records no dev file; "
-            "pass --data FILE"
-        )
+        data = manifest.get("dev_file")
+        if not data:
+            raise KblError(
+                f"{os.path.join(export_dir, 'export.json')}: records no dev file; "
+                "pass --data FILE"
+            )
+        if not os.path.exists(data):
+            raise KblError(
+                f"{data}: the run's dev file (verify's default data) is not there; "
+                "pass --data FILE"
+            )
     records = finetune.read_scored(
         source.run, source.task, source.pair, source.labels, data
     )

@@ -621,7 +621,9 @@ def test_int8_export_of_a_moved_run_calibrates_on_the_file_it_is_given(
     moved = tmp_path / "moved"
     shutil.copytree(run, moved)
     config = read_json(str(moved / "config.json"))
+    dev = config["dev_file"]
     config["train_file"] = str(tmp_path / "gone" / "train.jsonl")
+    config["dev_file"] = str(tmp_path / "gone" / "dev.jsonl")
     write_json(str(moved / "config.json"), config)
     out = tmp_path / "export"
     argv = ["export", "--model", str(moved), "--format", "tflite", "--quantize"]
@@ -641,6 +643,12 @@ def test_int8_export_of_a_moved_run_calibrates_on_the_file_it_is_given(
     for w, g in zip(want, got, strict=True):
         for label, p in w["probabilities"].items():
             assert abs(g["probabilities"][label] - p) <= 0.05
+    # verify's default data, the run's dev file, is gone too: --data is named.
+    assert cli.main(["verify", "--export", str(out)]) == 2
+    assert "dev file (verify's default data) is not there; pass --data" in (
+        capsys.readouterr().err
+    )
+    assert cli.main(["verify", "--export", str(out), "--data", dev]) == 0
     # --calibration needs an int8 file to calibrate.
     assert (
         cli.main([*argv[:-1], "--calibration", str(calibration), "--out", str(out)])
