@@ -247,7 +247,8 @@ def _representative_records(source: ExportSource, representative) -> list[dict]:
             records = [{"question": e.question, "context": e.context} for e in examples]
         elif source.task == "tag":
             records = [
-                {"text": " ".join(w)} for w, _ in tasks.read_conll(representative)
+                {"text": " ".join(w)}
+                for w, _ in tasks.read_conll(representative, require_tags=False)
             ]
         else:
             records = tasks.read_classification(representative, require_labels=False)

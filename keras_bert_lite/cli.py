@@ -543,9 +543,8 @@ def _cmd_predict(args) -> dict:
         elif kind.endswith(".conll"):
             # Sentences of a CoNLL file, tags unused, as raw text: words joined by
             # spaces (none between two CJK characters, as Chinese is written).
-            texts += [
-                tasks.join_words(words) for words, _ in tasks.read_conll(args.input)
-            ]
+            sentences = tasks.read_conll(args.input, require_tags=False)
+            texts += [tasks.join_words(words) for words, _ in sentences]
         elif kind.endswith((".jsonl", ".csv", ".tsv")):
             # Task records, as fine-tuning reads them; labels are not needed.
             records = tasks.read_classification(args.input, require_labels=False)

@@ -1028,6 +1028,12 @@ def test_a_crf_taggers_export_predicts_the_entities_its_run_predicts(tmp_path, c
     printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     sentences = tasks.read_conll(str(dev))
     assert [row["text"] for row in printed] == [" ".join(w) for w, _ in sentences]
+    # The same sentences as tokens alone, as a test file without tags comes.
+    bare = tmp_path / "bare.conll"
+    bare.write_text("\n\n".join("\n".join(w) for w, _ in sentences) + "\n")
+    assert cli.main(["predict", "--model", run, "--input", str(bare)]) == 0
+    again = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert again == printed
 
 
 def test_qa_exports_answer_as_the_run_answers(tmp_path, capsys):

@@ -502,6 +502,13 @@ def test_conll_reader_tags_and_errors(tmp_path):
     bad = write(tmp_path, "bad1.conll", "John\tB-PER\nlives\n")
     with pytest.raises(KblError, match=r"bad1.conll:2: 1 field where 2"):
         read_conll(bad)
+    # Sentences to predict on may come as tokens alone (a test file without tags).
+    assert read_conll(bad, require_tags=False) == [(["John", "lives"], ["B-PER", ""])]
+    # A tag outside the schemes is named by file and line (it used to be neither).
+    odd = write(tmp_path, "odd.conll", "John\tB-PER\n\nin\tO\nParis\tLOC\n")
+    sentences = read_conll(odd)
+    with pytest.raises(KblError, match=r"odd.conll:4: tag 'LOC' is neither"):
+        detect_scheme([t for _, t in sentences], odd, [s.lines for s in sentences])
 
 
 def squad_file(tmp_path, answer_start: int) -> str:

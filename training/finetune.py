@@ -548,7 +548,9 @@ def finetune(
         "label_kind": kind,
     }
     if task == "tag":
-        options["scheme"] = tasks.detect_scheme([t for _, t in train_records])
+        options["scheme"] = tasks.detect_scheme(
+            [t for _, t in train_records], train, [r.lines for r in train_records]
+        )
         options["crf"] = bool(crf)
     elif task == "classify":
         options["pooling"] = pooling

@@ -261,9 +261,14 @@ class TaggedSentence(tuple):
         return sentence
 
 
-def read_conll(path: str) -> list[TaggedSentence]:
+def read_conll(path: str, require_tags: bool = True) -> list[TaggedSentence]:
     """Reads `token<TAB>tag` lines (a single space also separates when a line has no
     tab), one blank line between sentences; `-DOCSTART-` lines separate too.
+
+    Args:
+        path: the file.
+        require_tags: raise on a line without a tag (False to read sentences to
+            predict on: a line may then hold the token alone, and its tag is "").
 
     Returns:
         (words, tags) per sentence (`TaggedSentence`s, which know their lines).
@@ -282,6 +287,8 @@ def read_conll(path: str) -> list[TaggedSentence]:
             fields = line.rstrip(" \t").split("\t")
         else:
             fields = line.rstrip(" ").split(" ")
+        if len(fields) == 1 and not require_tags:
+            fields.append("")
         if len(fields) != 2:
             hint = (
                 "is the tag missing?"
@@ -292,7 +299,7 @@ def read_conll(path: str) -> list[TaggedSentence]:
             raise KblError(
                 f"{path}:{number}: {found} where 2 are expected (token<TAB>tag); {hint}"
             )
-        if not fields[0] or not fields[1].strip():
+        if not fields[0] or (require_tags and not fields[1].strip()):
             empty = "token" if not fields[0] else "tag"
             raise KblError(
                 f"{path}:{number}: empty {empty}; each line is token<TAB>tag"
@@ -307,21 +314,31 @@ def read_conll(path: str) -> list[TaggedSentence]:
     return sentences
 
 
-def detect_scheme(tag_lists: Sequence[Sequence[str]]) -> str:
+def detect_scheme(
+    tag_lists: Sequence[Sequence[str]],
+    path: str = "",
+    lines: Sequence[Sequence[int]] | None = None,
+) -> str:
     """ "BIOES" if any tag starts with E- or S-, else "BIO".
+
+    Args:
+        tag_lists: each sentence's tags.
+        path, lines: the file they were read from and each tag's line in it
+            (`TaggedSentence.lines`), for the error to name.
 
     Raises:
         KblError: for a tag that is neither `O` nor `B-`, `I-`, `E-`, `S-` + a type.
     """
     prefixes: set[str] = set()
-    for tags in tag_lists:
-        for tag in tags:
+    for s, tags in enumerate(tag_lists):
+        for k, tag in enumerate(tags):
             if tag == "O":
                 continue
             prefix, sep, kind = tag.partition("-")
             if not sep or not kind or prefix not in ("B", "I", "E", "S"):
+                where = f"{path}:{lines[s][k]}: " if path and lines else ""
                 raise KblError(
-                    f"tag {tag!r} is neither O nor B-/I-/E-/S- plus a type; "
+                    f"{where}tag {tag!r} is neither O nor B-/I-/E-/S- plus a type; "
                     "convert the tags to BIO or BIOES"
                 )
             prefixes.add(prefix)
