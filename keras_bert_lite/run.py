@@ -31,12 +31,38 @@ WEIGHTS = "model.weights.h5"
 TASKS = ("classify", "tag", "qa")
 
 
+def _what_it_is(directory: str) -> str:
+    """What a directory without config.json is, and what to give instead."""
+    exported = os.path.join(directory, "export.json")
+    if os.path.exists(exported):
+        try:
+            came_from = f" ({read_json(exported).get('run')})"
+        except (KblError, AttributeError):
+            came_from = ""
+        return (
+            f"{directory} is an export, not a run: give the run directory it was "
+            f"exported from{came_from}, or score the export with `kbl verify "
+            f"--export {directory}`"
+        )
+    if os.path.exists(os.path.join(directory, "prepare.json")):
+        return (
+            f"{directory} holds prepared records, not a run: pretrain on them with "
+            f"`kbl pretrain --records {directory} --out RUN`"
+        )
+    return (
+        f"{directory} is not a run directory (kbl pretrain, finetune and import "
+        "write them)"
+    )
+
+
 def read_config(run: str) -> dict:
     """A run's config.json, checked against the schema: the version, the sections
     (unknown keys and wrong types are errors naming the file) and the task."""
     path = os.path.join(run, CONFIG)
     if not os.path.isdir(run):
         raise KblError(f"{run}: run directory not found")
+    if not os.path.exists(path):
+        raise KblError(f"{path}: file not found; {_what_it_is(run)}")
     config = read_json(path)
     if not isinstance(config, dict) or config.get("kbl_run") != CONFIG_VERSION:
         found = config.get("kbl_run") if isinstance(config, dict) else None

@@ -384,6 +384,27 @@ CASES = {
         "config.json",
         "version",
     ),
+    # An export or prepared records where a run is expected: named as what they are.
+    "evaluate_an_export": lambda t: (
+        [
+            "evaluate",
+            "--model",
+            _write(t / "export.json", b'{"run": "/runs/sentiment"}').removesuffix(
+                "/export.json"
+            ),
+            "--data",
+            str(t / "x.jsonl"),
+        ],
+        "is an export, not a run",
+        "exported from (/runs/sentiment), or score the export with `kbl verify",
+    ),
+    "finetune_from_prepared_records": lambda t: (
+        _finetune(t)[:7]
+        + ["--init", _write(t / "prepare.json", b"{}").removesuffix("/prepare.json")]
+        + ["--out", str(t / "run")],
+        "holds prepared records, not a run",
+        "kbl pretrain --records",
+    ),
     "predict_missing_run": lambda t: (
         ["predict", "--model", str(t / "nowhere"), "some text"],
         "nowhere",
