@@ -108,9 +108,9 @@ def _add_training_options(p: argparse.ArgumentParser, pretraining: bool) -> None
             type=_positive_int,
             help="steps per device call (default 1; on a TPU up to 100)",
         )
-        p.add_argument(
-            "--tpu", help="with --strategy tpu|auto: the TPU name or grpc:// address"
-        )
+    p.add_argument(
+        "--tpu", help="with --strategy tpu|auto: the TPU name or grpc:// address"
+    )
     p.add_argument(
         "--batch-size",
         type=_positive_int,
@@ -500,6 +500,7 @@ def _cmd_finetune(args) -> dict:
         precision=args.precision,
         jit_compile={"auto": "auto", "on": True, "off": False}[args.xla],
         strategy=args.strategy,
+        tpu=args.tpu,
         accumulation=args.accumulation,
     )
     return {

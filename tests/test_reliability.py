@@ -510,6 +510,28 @@ def test_prepare_refuses_a_prepared_directory_before_learning_a_vocabulary(
     assert os.listdir(tmp_path / "rec") == ["prepare.json"]
 
 
+def test_a_tpu_that_is_not_there_is_one_line_before_the_run_starts(
+    tmp_path, capsys, monkeypatch
+):
+    """--strategy tpu without a TPU was TensorFlow's ValueError traceback ("Please
+    provide a TPU Name"), and kbl finetune had no --tpu to name one."""
+    from keras_bert_lite import cli
+    from training import strategy
+
+    monkeypatch.delenv("TPU_NAME", raising=False)
+    monkeypatch.delenv("COLAB_TPU_ADDR", raising=False)
+    if strategy._tpu_attached():
+        pytest.skip("a TPU is attached here")
+    for argv in (_finetune(tmp_path), _pretrain(tmp_path)):
+        assert cli.main([*argv, "--strategy", "tpu"]) == 2
+        err = capsys.readouterr().err
+        assert "--strategy tpu: cannot connect to a TPU" in err, err
+        assert "name it with --tpu NAME" in err and "Traceback" not in err
+        assert not (tmp_path / "run" / "config.json").exists()
+    parser = cli.build_parser().commands["finetune"]
+    assert parser.parse_args([*_finetune(tmp_path)[1:], "--tpu", "x"]).tpu == "x"
+
+
 def _one_megabyte_line(punctuated: bool) -> str:
     words = "the committee met on tuesday to discuss a budget nobody expected".split()
     rng = np.random.default_rng(0)

@@ -400,6 +400,7 @@ def finetune(
     precision: str = "auto",
     jit_compile: bool | str = "auto",
     strategy: str = "auto",
+    tpu: str | None = None,
     accumulation: int = 1,
     log: Callable[[str], None] = print,
     verbose: int | str = "auto",
@@ -447,6 +448,7 @@ def finetune(
             digits.
         strategy: as for pretraining; under "multiworker" every worker runs this
             call and the chief writes the run directory.
+        tpu: with strategy "tpu" or "auto": the TPU's name or grpc:// address.
         accumulation: micro-batches of batch_size / accumulation per optimizer step.
         log: where progress lines go.
         verbose: Keras progress display.
@@ -482,7 +484,7 @@ def finetune(
         layer_decay=layer_decay,
     )
     # The strategy first: the multi-worker one configures the TensorFlow runtime.
-    distribution = get_strategy(strategy)
+    distribution = get_strategy(strategy, tpu=tpu)
     workers = Workers.of(distribution)
     import tensorflow as tf
 

@@ -63,9 +63,17 @@ def get_strategy(name: str = "auto", tpu: str | None = None):
         # Ring all-reduce over gRPC: what works on any network; NCCL is picked by
         # TensorFlow itself where GPUs are present.
         return tf.distribute.MultiWorkerMirroredStrategy()
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
-    tf.config.experimental_connect_to_cluster(resolver)
-    tf.tpu.experimental.initialize_tpu_system(resolver)
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, tf.errors.OpError) as e:  # no TPU there, or unreachable
+        which = f"the TPU {tpu!r}" if tpu else "a TPU (none is attached or named)"
+        reason = (str(e).splitlines() or [type(e).__name__])[0].rstrip(".")
+        raise KblError(
+            f"--strategy tpu: cannot connect to {which} ({reason}); "
+            "name it with --tpu NAME (or TPU_NAME), or choose another --strategy"
+        ) from None
     return tf.distribute.TPUStrategy(resolver)
 
 
