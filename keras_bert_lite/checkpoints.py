@@ -565,6 +565,14 @@ def _tokenizer_notes(source: str, lowercase: bool, vocabulary: list[str]) -> lis
 # === Import ===
 
 
+def _is_kbl_run(config_path: str) -> bool:
+    """Whether a folder's config.json is a keras-bert-lite run's, not Hugging Face's."""
+    from keras_bert_lite.io import read_json
+
+    config = read_json(config_path)
+    return isinstance(config, dict) and "kbl_run" in config
+
+
 def read_checkpoint(source: str) -> dict:
     """Reads a Google or Hugging Face BERT folder into canonical form.
 
@@ -578,6 +586,11 @@ def read_checkpoint(source: str) -> dict:
         raise KblError(f"{source}: checkpoint folder not found")
     google = os.path.join(source, "bert_config.json")
     hf = os.path.join(source, "config.json")
+    if os.path.isfile(hf) and not os.path.isfile(google) and _is_kbl_run(hf):
+        raise KblError(
+            f"{source}: already a keras-bert-lite run, nothing to import: use it "
+            f"as it is (kbl finetune --init {source}, kbl pretrain --init {source})"
+        )
     if os.path.isfile(hf) and not os.path.isfile(google):
         config, architecture = _hf_config(hf)
         raw, weights_file = _read_hf_weights(source)

@@ -405,6 +405,11 @@ CASES = {
         "holds prepared records, not a run",
         "kbl pretrain --records",
     ),
+    "import_a_kbl_run": lambda t: (
+        ["import", "--from", _old_run(t), "--out", str(t / "run")],
+        "already a keras-bert-lite run",
+        "kbl finetune --init",
+    ),
     "predict_missing_run": lambda t: (
         ["predict", "--model", str(t / "nowhere"), "some text"],
         "nowhere",
