@@ -356,7 +356,12 @@ CASES = {
     "classify_given_conll": lambda t: (
         _finetune(t, "classify", _write(t / "train.conll", b"the\tO\ncat\tB-X\n")),
         "train.conll",
-        "not .conll files (the tag task's format)",
+        "a .conll file is the tag task's (CoNLL",
+    ),
+    "classify_given_squad": lambda t: (
+        _finetune(t, "classify", _squad(t / "train.json", answer_start=30)),
+        "train.json",
+        "a .json file is the qa task's (SQuAD",
     ),
     "qa_given_classification_jsonl": lambda t: (
         _finetune(t, "qa"),

@@ -423,6 +423,17 @@ def test_classification_readers_jsonl_csv_tsv(tmp_path):
         {"text": "fine", "label": "pos", "line": 1},
         {"text": "bad", "label": "neg", "line": 3},
     ]
+    # JSON lines named .json are classification records; a SQuAD document is not.
+    from keras_bert_lite.data.tasks import is_squad
+    from training.finetune import _read
+
+    named = write(tmp_path, "a.json", open(path).read())
+    assert _read("classify", named) == read_classification(path)
+    squad = write(tmp_path, "q.json", '{\n  "version": "v2.0",\n  "data": []\n}\n')
+    assert not is_squad(named) and is_squad(squad)
+    assert is_squad(write(tmp_path, "q1.json", '{"version": "v2.0", "data": []}\n'))
+    with pytest.raises(KblError, match="q.json: the classify task reads JSONL"):
+        _read("classify", squad)
     path = write(tmp_path, "b.csv", 'text,label\n"fine, really",pos\nbad,neg\n')
     assert [r["text"] for r in read_classification(path)] == ["fine, really", "bad"]
     # Written by hand, a space after each comma: the header still names its

@@ -78,10 +78,12 @@ def _read(task: str, path: str):
 
     suffix = os.path.splitext(str(path).removesuffix(".gz"))[1].lower()
     other = _OTHER_FORMATS.get(task, {}).get(suffix)
+    if task == "classify" and suffix == ".json" and not tasks.is_squad(path):
+        other = None  # JSON lines named .json
     if other:
         raise KblError(
-            f"{path}: the {task} task reads {_FORMATS[task]}, not {suffix} files "
-            f"(the {other} task's format)"
+            f"{path}: the {task} task reads {_FORMATS[task]}; a {suffix} file is "
+            f"the {other} task's ({_FORMATS[other]})"
         )
     if task == "classify":
         return tasks.read_classification(path)

@@ -19,6 +19,7 @@ import csv
 import dataclasses
 import gzip
 import io
+import json
 import logging
 import math
 import re
@@ -73,6 +74,20 @@ def _lines(path: str) -> Iterator[tuple[int, str]]:
                 yield number, line.rstrip("\r\n")
         except (OSError, EOFError) as e:
             raise KblError(f"{path}: cannot read ({e})") from None
+
+
+def is_squad(path: str) -> bool:
+    """Whether a .json file is a SQuAD document rather than JSON lines: its first
+    non-blank line is not a JSON value on its own (a pretty-printed document), or is
+    an object with a `data` field."""
+    for _, line in _lines(path):
+        if line.strip():
+            try:
+                first = json.loads(line)
+            except ValueError:
+                return True
+            return isinstance(first, dict) and "data" in first
+    return False
 
 
 def read_texts(path: str) -> list[str]:
