@@ -537,7 +537,7 @@ def _cmd_predict(args) -> dict:
         from keras_bert_lite.data import tasks
 
         kind = args.input.removesuffix(".gz")
-        if kind.endswith(".json"):  # SQuAD: questions on contexts
+        if kind.endswith(".json") and tasks.is_squad(args.input):  # QA questions
             examples = tasks.read_squad(args.input, require_answers=False)
             texts = [e.question for e in examples]
             contexts = [e.context for e in examples]
@@ -546,7 +546,7 @@ def _cmd_predict(args) -> dict:
             # spaces (none between two CJK characters, as Chinese is written).
             sentences = tasks.read_conll(args.input, require_tags=False)
             texts += [tasks.join_words(words) for words, _ in sentences]
-        elif kind.endswith((".jsonl", ".csv", ".tsv")):
+        elif kind.endswith((".jsonl", ".json", ".csv", ".tsv")):
             # Task records, as fine-tuning reads them; labels are not needed.
             records = tasks.read_classification(args.input, require_labels=False)
             if "text_a" in records[0]:

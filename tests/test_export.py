@@ -574,6 +574,9 @@ def test_predict_reads_text_lines_from_a_file_a_gz_or_standard_input(
     packed_squad = tmp_path / "questions.json.gz"
     packed_squad.write_bytes(gzip.compress(json.dumps(squad).encode("utf-8")))
     assert [r["text"] for r in printed("--input", str(packed_squad))] == texts[:1]
+    lines = tmp_path / "records.json"  # JSON lines named .json: records, not SQuAD
+    lines.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    assert printed("--input", str(lines)) == want
 
     bad = tmp_path / "bad.txt"
     bad.write_bytes(texts[0].encode("utf-8") + b"\n\xffno\n")
