@@ -82,6 +82,9 @@ def test_gz_globs_and_directories_stream_in_order(tmp_path):
         ["Four."],
     ]
     assert list(read_documents(str(tmp_path / "d" / "*.gz"))) == [["One."], ["Two."]]
+    # A file named twice (the folder, then one of its files) is read once.
+    twice = [str(tmp_path / "d"), str(tmp_path / "d" / "2.txt")]
+    assert list(read_documents(twice)) == list(read_documents(str(tmp_path / "d")))
 
 
 def test_bad_bytes_are_replaced_counted_and_named(tmp_path, caplog):

@@ -73,7 +73,17 @@ def expand_paths(paths: Iterable[str]) -> list[str]:
             raise KblError(f"{path}: no such file or directory")
     if not files:
         raise KblError("no corpus files given")
-    return files
+    # A file named twice ("--corpus data/ data/a.txt") is read once: twice would
+    # weigh it double and could put one document on both sides of the held-out split.
+    unique: dict[str, str] = {}
+    for file in files:
+        unique.setdefault(os.path.realpath(file), file)
+    if len(unique) < len(files):
+        log.warning(
+            "%d corpus file(s) named more than once are read once",
+            len(files) - len(unique),
+        )
+    return list(unique.values())
 
 
 def _open_lines(path: str, stats: CorpusStats) -> Iterator[tuple[int, str]]:
