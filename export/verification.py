@@ -232,7 +232,12 @@ def verify(
                 "pass --data FILE"
             )
     records = finetune.read_scored(
-        source.run, source.task, source.pair, source.labels, data
+        source.run,
+        source.task,
+        source.pair,
+        source.labels,
+        data,
+        str(source.options.get("scheme", "BIO")),
     )
     if limit is not None:
         records = records[:limit]

@@ -317,6 +317,21 @@ CASES = {
         "train.conll:2",
         "3 fields",
     ),
+    # Every tag known to a BIOES model, but the file is BIO: its entities would be
+    # misread (New York ends at no E-) and scored silently.
+    "bio_dev_for_a_bioes_model": lambda t: (
+        _finetune(
+            t,
+            "tag",
+            _write(
+                t / "train.conll",
+                b"New\tB-LOC\nYork\tI-LOC\nCity\tE-LOC\n\nJohn\tS-PER\nhi\tO\n",
+            ),
+            _write(t / "dev.conll", b"New\tB-LOC\nYork\tI-LOC\n\nhi\tO\n"),
+        ),
+        "dev.conll",
+        "the tags are BIO (B-/I-, no E- or S-), but the model was trained on BIOES",
+    ),
     "squad_offset_mismatch": lambda t: (
         _finetune(t, "qa", _squad(t / "train.json", answer_start=30)),
         "question q1",

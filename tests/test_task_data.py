@@ -515,6 +515,16 @@ def test_conll_reader_tags_and_errors(tmp_path):
         read_conll(bad)
     # Sentences to predict on may come as tokens alone (a test file without tags).
     assert read_conll(bad, require_tags=False) == [(["John", "lives"], ["B-PER", ""])]
+    # A BIO file for a BIOES model is refused (its tags are all known to the model);
+    # BIOES files, all-O files and BIO models pass.
+    from keras_bert_lite.data.tasks import check_scheme
+
+    bio = [(["New", "York"], ["B-LOC", "I-LOC"])]
+    check_scheme(bio, "BIO", "f")
+    check_scheme([(["New", "York"], ["B-LOC", "E-LOC"])], "BIOES", "f")
+    check_scheme([(["hi"], ["O"])], "BIOES", "f")
+    with pytest.raises(KblError, match="f: the tags are BIO"):
+        check_scheme(bio, "BIOES", "f")
     # A tag outside the schemes is named by file and line (it used to be neither).
     odd = write(tmp_path, "odd.conll", "John\tB-PER\n\nin\tO\nParis\tLOC\n")
     sentences = read_conll(odd)

@@ -555,6 +555,7 @@ def finetune(
         options["scheme"] = tasks.detect_scheme(
             [t for _, t in train_records], train, [r.lines for r in train_records]
         )
+        tasks.check_scheme(dev_records, options["scheme"], dev)
         options["crf"] = bool(crf)
     elif task == "classify":
         options["pooling"] = pooling
@@ -873,11 +874,16 @@ def _task_of(run: str) -> tuple[dict, str]:
 
 
 def read_scored(
-    run: str, task: str, pair: bool, labels: Sequence[str], path: str
+    run: str,
+    task: str,
+    pair: bool,
+    labels: Sequence[str],
+    path: str,
+    scheme: str = "BIO",
 ) -> list:
     """The labelled records of `path` that the fine-tuned `run` is to be scored on:
-    in its task's format, pairs if it classifies pairs, only labels it knows (errors
-    name the file and line)."""
+    in its task's format, pairs if it classifies pairs, only labels it knows, tags
+    in its `scheme` (errors name the file and line)."""
     from keras_bert_lite.data import tasks
 
     records = _read(task, path)
@@ -885,6 +891,8 @@ def read_scored(
         _check_pairs(records, pair, path, f"{run} classifies")
     if labels:
         tasks.check_labels(records, labels, path)
+    if task == "tag":
+        tasks.check_scheme(records, scheme, path)
     return records
 
 
@@ -901,7 +909,8 @@ def evaluate(run: str, data: str, batch_size: int = 64) -> dict:
         else []
     )
     pair = task == "classify" and run_dir.classifies_pairs(run, config)
-    records = read_scored(run, task, pair, labels, data)
+    scheme = config["task_options"].get("scheme", "BIO")
+    records = read_scored(run, task, pair, labels, data, scheme)
     encoded = _encode(task, records, tokenizer, labels, config["task_options"])
     metrics, _ = score(task, model, encoded, labels, config["task_options"], batch_size)
     return metrics

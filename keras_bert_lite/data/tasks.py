@@ -329,6 +329,22 @@ def read_conll(path: str, require_tags: bool = True) -> list[TaggedSentence]:
     return sentences
 
 
+def check_scheme(sentences: Sequence[TaggedSentence], scheme: str, path: str) -> None:
+    """Raises KblError when `path`'s tags are BIO (B-/I- and no E-/S- at all) and
+    the model's `scheme` is BIOES: every tag is one the model knows, so the file
+    would be read and scored, but its entities would not be the ones it marks. (BIO
+    models refuse E-/S- tags as unknown labels.)"""
+    if scheme != "BIOES":
+        return
+    tags = [t for _, sentence_tags in sentences for t in sentence_tags]
+    if any(t[:2] in ("B-", "I-") for t in tags) and detect_scheme([tags]) == "BIO":
+        raise KblError(
+            f"{path}: the tags are BIO (B-/I-, no E- or S-), but the model was "
+            "trained on BIOES; convert the file to BIOES (an entity's last token E-, "
+            "a one-token entity S-)"
+        )
+
+
 def detect_scheme(
     tag_lists: Sequence[Sequence[str]],
     path: str = "",
