@@ -327,9 +327,14 @@ def test_a_resumed_run_reports_the_time_of_its_earlier_calls(
     # [CLS] classifier it is.
     config = json.loads((run / "config.json").read_text())
     del config["task_options"]["pooling"]
+    # A doc_stride other than today's default (runs from before it followed
+    # seq_len) resumes with its own when none is given.
+    config["task_options"]["doc_stride"] = 77
     (run / "config.json").write_text(json.dumps(config))
     result = _fine_tune_classifier(task_data, vocab, run, resume=True)
     assert 1000 < result.seconds < 1000 + first + 120
+    options = json.loads((run / "config.json").read_text())["task_options"]
+    assert options["doc_stride"] == 77
     assert json.loads((run / "metrics.json").read_text())["seconds"] == result.seconds
 
 

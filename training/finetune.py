@@ -536,8 +536,13 @@ def finetune(
                 "model cannot learn it: fix the tag, or add training sentences "
                 "that carry it"
             )
+    if doc_stride is None and resume and os.path.exists(config_path):
+        # The run's own: one started before the default followed seq_len resumes.
+        recorded = run_dir.read_config(out).get("task_options") or {}
+        doc_stride = recorded.get("doc_stride")
     if doc_stride is None:
-        doc_stride = tasks.default_doc_stride(seq_len, max_query_len)
+        qa = task == "qa"
+        doc_stride = tasks.default_doc_stride(seq_len, max_query_len) if qa else 128
     elif task == "qa" and doc_stride > seq_len - max_query_len - 3:
         log(
             f"note: doc_stride {doc_stride} is more than a window's "
