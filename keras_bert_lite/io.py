@@ -10,7 +10,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 from keras_bert_lite.errors import KblError
 
@@ -97,18 +97,27 @@ def write_json(path: str, value: Any) -> None:
     write_text(path, json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
 
+def open_binary(path: str) -> BinaryIO:
+    """`path` opened for reading bytes, `.gz` decompressed; a missing or unreadable
+    file is an error naming it. (Errors while reading are the caller's to name.)"""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    try:
+        return opener(path, "rb")
+    except FileNotFoundError:
+        raise KblError(f"{path}: file not found") from None
+    except OSError as e:
+        raise KblError(f"{path}: cannot read ({e})") from None
+
+
 def read_json(path: str) -> Any:
     """A JSON file's value; `.gz` is read transparently and a byte-order mark skipped.
 
     A missing or unreadable file, bad UTF-8 or bad JSON is an error naming the file
     (and the line).
     """
-    opener = gzip.open if str(path).endswith(".gz") else open
     try:
-        with opener(path, "rb") as f:
+        with open_binary(path) as f:
             raw = f.read()
-    except FileNotFoundError:
-        raise KblError(f"{path}: file not found") from None
     except (OSError, EOFError) as e:
         raise KblError(f"{path}: cannot read ({e})") from None
     try:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import gzip
 import itertools
 import logging
 import os
@@ -23,7 +22,7 @@ import re
 from collections.abc import Iterable, Iterator
 
 from keras_bert_lite.errors import KblError
-from keras_bert_lite.io import json_lines
+from keras_bert_lite.io import json_lines, open_binary
 
 log = logging.getLogger("keras_bert_lite")
 
@@ -88,10 +87,9 @@ def expand_paths(paths: Iterable[str]) -> list[str]:
 
 def _open_lines(path: str, stats: CorpusStats) -> Iterator[tuple[int, str]]:
     """(line number, text) pairs; undecodable bytes are replaced and counted."""
-    opener = gzip.open if path.endswith(".gz") else open
     bad = 0
     try:
-        with opener(path, "rb") as f:
+        with open_binary(path) as f:
             for number, raw in enumerate(f, start=1):
                 try:
                     line = raw.decode("utf-8")
@@ -291,9 +289,8 @@ def check_encoding(path: str, sample: int = 1 << 16) -> None:
     UTF-16, binary, or mostly in another encoding would only train on U+FFFD, so it
     is refused up front, naming the file and the fix.
     """
-    opener = gzip.open if path.endswith(".gz") else open
     try:
-        with opener(path, "rb") as f:
+        with open_binary(path) as f:
             head = f.read(sample + 1)
     except (OSError, EOFError) as e:
         raise KblError(f"{path}: cannot read ({e})") from None

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import gzip
 import io
 import json
 import logging
@@ -31,7 +30,7 @@ import numpy as np
 
 from keras_bert_lite.cjk import CJK_CLASS
 from keras_bert_lite.errors import KblError
-from keras_bert_lite.io import json_lines
+from keras_bert_lite.io import json_lines, open_binary
 
 log = logging.getLogger("keras_bert_lite")
 
@@ -48,19 +47,9 @@ LabelIndex = Mapping[str, int] | Sequence[str]
 # === File reading ===
 
 
-def _open_binary(path: str):
-    opener = gzip.open if str(path).endswith(".gz") else open
-    try:
-        return opener(path, "rb")
-    except FileNotFoundError:
-        raise KblError(f"{path}: file not found") from None
-    except OSError as e:
-        raise KblError(f"{path}: cannot read ({e})") from None
-
-
 def _lines(path: str) -> Iterator[tuple[int, str]]:
     """(line number, text without newline); bad UTF-8 is an error naming the line."""
-    with _open_binary(path) as f:
+    with open_binary(path) as f:
         try:
             for number, raw in enumerate(f, start=1):
                 try:
@@ -167,7 +156,7 @@ def _jsonl_rows(path: str) -> Iterator[tuple[int, Mapping[str, Any]]]:
 
 
 def _csv_rows(path: str, delimiter: str) -> Iterator[tuple[int, Mapping[str, Any]]]:
-    with _open_binary(path) as raw:
+    with open_binary(path) as raw:
         # newline="" lets the csv module handle quoted fields that hold line breaks.
         f = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
         # TSV files (GLUE and the like) hold unbalanced quotes inside the text, so
