@@ -536,10 +536,13 @@ def finetune(
                 "model cannot learn it: fix the tag, or add training sentences "
                 "that carry it"
             )
-    if doc_stride is None and resume and os.path.exists(config_path):
+    # The run being resumed, read once: its settings are checked against these below.
+    recorded = (
+        run_dir.read_config(out) if resume and os.path.exists(config_path) else None
+    )
+    if doc_stride is None and recorded is not None:
         # The run's own: one started before the default followed seq_len resumes.
-        recorded = run_dir.read_config(out).get("task_options") or {}
-        doc_stride = recorded.get("doc_stride")
+        doc_stride = (recorded.get("task_options") or {}).get("doc_stride")
     if doc_stride is None:
         qa = task == "qa"
         doc_stride = tasks.default_doc_stride(seq_len, max_query_len) if qa else 128
@@ -664,8 +667,8 @@ def finetune(
     checkpoint_dir = os.path.join(out, "checkpoints")
     best = {"score": -math.inf, "metrics": None, "epoch": -1, "stopped": False}
     found = None
-    if resume and os.path.exists(config_path):
-        _check_same_run(run_dir.read_config(out), config, config_path)
+    if recorded is not None:
+        _check_same_run(recorded, config, config_path)
         for directory in (out, checkpoint_dir):
             remove_temporaries(directory)
         found = latest_checkpoint(checkpoint_dir)
