@@ -541,7 +541,10 @@ def _cmd_predict(args) -> dict:
             examples = tasks.read_squad(args.input, require_answers=False)
             texts = [e.question for e in examples]
             contexts = [e.context for e in examples]
-        elif kind.endswith(".conll"):
+        elif kind.endswith(".conll") or (
+            # A tagger is trained on CoNLL written .tsv too: read it as it was.
+            kind.endswith(".tsv") and _model_task(args.model) == "tag"
+        ):
             # Sentences of a CoNLL file, tags unused, as raw text: words joined by
             # spaces (none between two CJK characters, as Chinese is written).
             sentences = tasks.read_conll(args.input, require_tags=False)
@@ -578,6 +581,17 @@ def _cmd_predict(args) -> dict:
             file=sys.stderr,
         )
     return {"predictions": results}
+
+
+def _model_task(path: str) -> str:
+    """The task ("classify", "tag", "qa") of a fine-tuned run or an export of one."""
+    if _is_export(path):
+        from keras_bert_lite.export.predict import _locate
+
+        return _locate(path)[2]["task"]
+    from keras_bert_lite.training.finetune import _task_of
+
+    return _task_of(path)[1]
 
 
 def _is_export(path: str) -> bool:

@@ -1037,6 +1037,15 @@ def test_a_crf_taggers_export_predicts_the_entities_its_run_predicts(tmp_path, c
     assert cli.main(["predict", "--model", run, "--input", str(bare)]) == 0
     again = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert again == printed
+    # A tagger reads CoNLL written .tsv as it trains on one (it used to be read as
+    # classification records: "the header must name a 'text' column"); so does its
+    # export.
+    tsv = tmp_path / "dev.tsv"
+    tsv.write_text(dev.read_text())
+    for model in (run, str(tmp_path / "export")):
+        assert cli.main(["predict", "--model", model, "--input", str(tsv)]) == 0
+        rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [row["text"] for row in rows] == [row["text"] for row in printed]
 
 
 def test_qa_exports_answer_as_the_run_answers(tmp_path, capsys):
