@@ -186,6 +186,8 @@ def test_partial_entity_match_is_a_false_positive_and_a_false_negative():
     assert result["precision"] == pytest.approx(1 / 3)
     assert result["recall"] == pytest.approx(1 / 3)
     assert result["f1"] == pytest.approx(1 / 3)
+    # How many: gold and predicted entities, and sentences, as other tasks count.
+    assert (result["support"], result["predicted"], result["count"]) == (3, 3, 2)
     assert result["per_type"]["PER"] == {
         "precision": 0.0,
         "recall": 0.0,

@@ -361,8 +361,10 @@ def entity_metrics(
         scheme: "BIO" or "BIOES", see `extract_entities`.
 
     Returns:
-        {"precision", "recall", "f1", "per_type": {type: {"precision", "recall",
-        "f1", "support"}}} where types are those of gold or predicted entities.
+        {"precision", "recall", "f1", "support" (gold entities), "predicted"
+        (predicted entities), "count" (sentences), "per_type": {type: {"precision",
+        "recall", "f1", "support"}}} where types are those of gold or predicted
+        entities.
         An entity counts only if type, start and end all match: a partial overlap
         is a false positive and a false negative.
     """
@@ -393,6 +395,9 @@ def entity_metrics(
         "precision": micro["precision"],
         "recall": micro["recall"],
         "f1": micro["f1"],
+        "support": micro["support"],
+        "predicted": tp + fp,
+        "count": len(true_tags),
         "per_type": _per_label(counts, sorted(counts)),
     }
 
