@@ -572,8 +572,16 @@ def _cmd_predict(args) -> dict:
         results = predict(args.model, texts, contexts=contexts, pairs=pairs)
     for r in results:
         print(json.dumps(r, ensure_ascii=False))
-    cut = sum("truncated_at" in r for r in results)
-    if cut:
+    cut = sum("truncated_at" in r or "truncated_at_b" in r for r in results)
+    if cut and not _is_export(args.model):  # a run's classifier: only they cut
+        print(
+            f"kbl predict: {cut} text(s) longer than the classifier reads (seq_len "
+            "word pieces, [CLS] and [SEP] included) were read up to their "
+            "truncated_at character (truncated_at_b: the second text's); fine-tune "
+            "with a longer --seq-len to read more",
+            file=sys.stderr,
+        )
+    elif cut:
         print(
             f"kbl predict: {cut} text(s) (QA: contexts) longer than the export "
             "reads (its seq_len word pieces) were read up to their truncated_at "

@@ -298,7 +298,8 @@ def classifier_run(task_data, vocab, tmp_path_factory) -> str:
     return str(run)
 
 
-def test_predict_gives_labels_with_probabilities(classifier_run):
+def test_predict_gives_labels_with_probabilities(classifier_run, capsys):
+    from keras_bert_lite import cli
     from keras_bert_lite.training.finetune import predict
 
     out = predict(classifier_run, ["A gripping, beautiful film.", ""])
@@ -306,6 +307,16 @@ def test_predict_gives_labels_with_probabilities(classifier_run):
     for r in out:
         assert sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
         assert r["label"] == max(r["probabilities"], key=r["probabilities"].get)
+        assert "truncated_at" not in r
+    # A text longer than the run's 32 pieces is read up to a character it names,
+    # and kbl predict says so (it used to be cut silently).
+    long = " ".join(["A gripping, beautiful film."] * 20)
+    (cut,) = predict(classifier_run, [long])
+    assert 0 < cut["truncated_at"] < len(long)
+    assert cli.main(["predict", "--model", classifier_run, long]) == 0
+    printed = capsys.readouterr()
+    assert json.loads(printed.out)["truncated_at"] == cut["truncated_at"]
+    assert "1 text(s) longer than the classifier reads" in printed.err
 
 
 def test_a_resumed_run_reports_the_time_of_its_earlier_calls(

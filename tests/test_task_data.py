@@ -177,6 +177,41 @@ def test_pairs_are_truncated_longest_first_from_the_end(tokenizer):
     assert f["labels"].tolist() == [0, 1, 0]
 
 
+def test_predictions_say_where_a_cut_text_stops_being_read(tokenizer):
+    """`classification_cuts` names the character after the last piece a classifier
+    reads, as `encode_classification` cuts: single texts at seq_len - 2 pieces,
+    pairs longest first (kbl predict on a long review used to give a label with no
+    word that most of it went unread)."""
+    from keras_bert_lite.data.tasks import classification_cuts
+
+    texts = ["the cat", "the unaffable dog", "北京天安门", "Café Müller, Zürich!"]
+    # seq_len 5 reads 3 pieces: "the un ##aff" | "北 京 天" | "cafe muller ,".
+    cuts = classification_cuts(tokenizer, texts, seq_len=5)
+    assert cuts == [{}, {"truncated_at": 9}, {"truncated_at": 3}, {"truncated_at": 12}]
+    assert [
+        t[: c.get("truncated_at", len(t))] for t, c in zip(texts, cuts, strict=True)
+    ] == [
+        "the cat",
+        "the unaff",
+        "北京天",
+        "Café Müller,",
+    ]
+    # Pairs of the test above (seq_len 10): A cut to 5 of 6 pieces; A to 4 and B to
+    # 3 of 6; B to 5 of 9. A pair that fits is {}.
+    a = ["the cat the dog the cat", "the cat the dog the cat", "run walk", "the"]
+    b = ["run walk", "hello world " * 3, "the cat the dog the cat the dog the", "dog"]
+    assert classification_cuts(tokenizer, a, 10, b) == [
+        {"truncated_at": 19},
+        {"truncated_at": 15, "truncated_at_b": 17},
+        {"truncated_at_b": 19},
+        {},
+    ]
+    # A budget of one piece for both texts leaves the second none of its own.
+    assert classification_cuts(tokenizer, ["the cat"], 4, ["dog"]) == [
+        {"truncated_at": 3, "truncated_at_b": 0}
+    ]
+
+
 def test_joined_words_split_back_into_the_same_words():
     from keras_bert_lite.data.tasks import join_words, words_with_offsets
 

@@ -966,7 +966,7 @@ def predict(
         )
         encoded = tasks.encode_classification(records, tokenizer, options["seq_len"])
         inputs = {k: encoded[k] for k in ("token_ids", "segment_ids", "padding_mask")}
-        return tasks.classification_predictions(
+        results = tasks.classification_predictions(
             texts,
             _predict_outputs(model, inputs, batch_size)["probabilities"],
             labels,
@@ -974,6 +974,12 @@ def predict(
             float(options.get("threshold", 0.5)),
             pairs if pair else None,
         )
+        cuts = tasks.classification_cuts(
+            tokenizer, texts, options["seq_len"], pairs if pair else None
+        )
+        for result, cut in zip(results, cuts, strict=True):
+            result.update(cut)
+        return results
     if task == "tag":
         return tag_texts(
             texts,

@@ -804,6 +804,39 @@ def labels_at_threshold(
     return [name for name, p in ranked if p >= threshold]
 
 
+def classification_cuts(
+    tokenizer,
+    texts: Sequence[str],
+    seq_len: int,
+    pairs: Sequence[str] | None = None,
+) -> list[dict[str, int]]:
+    """Where `encode_classification` stops reading each text that it cuts to fit
+    seq_len: `{"truncated_at": C}` (and, for the second text of a pair,
+    `"truncated_at_b"`), C the character after the last piece read; {} for a text
+    read whole."""
+    columns = [texts] if pairs is None else [texts, pairs]
+    tokenized = [_tokenize(tokenizer, column, offsets=True) for column in columns]
+    cuts: list[dict[str, int]] = []
+    for i in range(len(texts)):
+        lengths = [int(splits[i + 1] - splits[i]) for splits, *_ in tokenized]
+        if pairs is None:
+            kept = [min(lengths[0], seq_len - 2)]
+        else:
+            kept = list(truncated_lengths(*lengths, seq_len - 3))
+        cut: dict[str, int] = {}
+        keys = ("truncated_at", "truncated_at_b")[: len(columns)]
+        for key, column, (splits, _, _, ends), n, k in zip(
+            keys, columns, tokenized, lengths, kept, strict=True
+        ):
+            if k == 0 < n:  # a pair's budget can leave one text no piece at all
+                cut[key] = 0
+            elif k < n:
+                end = ends[splits[i] + k - 1 : splits[i] + k]
+                cut[key] = int(_bytes_to_chars(column[i], end, end)[1][0])
+        cuts.append(cut)
+    return cuts
+
+
 def classification_predictions(
     texts: Sequence[str],
     probabilities: np.ndarray,
