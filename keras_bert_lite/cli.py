@@ -225,6 +225,12 @@ def _cmd_vocab(args) -> dict:
             f"  fewer than the {args.size} asked for: every character is kept, and "
             "a longer piece needs about 10 occurrences; the corpus has no more"
         )
+    elif len(tokens) > args.size:
+        print(
+            f"  more than the {args.size} asked for: every character of the corpus "
+            "(up to 1,000 of them) is kept, with its ##-continuation where a "
+            "character continues words, so that no word becomes [UNK]"
+        )
     return result
 
 

@@ -57,6 +57,25 @@ def corpus(tmp_path_factory):
     return str(path)
 
 
+def test_vocab_says_why_it_is_not_the_size_asked_for(tmp_path, capsys):
+    """Every character is kept, so a tiny --size gives more tokens, and a small
+    corpus fewer; kbl vocab says which and why (a 16-token request wrote 42 tokens
+    without a word)."""
+    from keras_bert_lite import cli
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog .\n" * 50)
+    vocab = tmp_path / "vocab.txt"
+    for size, note in (("16", "more than the 16"), ("5000", "fewer than the 5000")):
+        argv = ["vocab", "--corpus", str(corpus), "--size", size, "--out", str(vocab)]
+        assert cli.main(argv) == 0
+        printed = capsys.readouterr().out
+        written = len(vocab.read_text().splitlines())
+        assert f"wrote {written} tokens" in printed
+        assert note in printed, printed
+        assert (written > 16) if size == "16" else (written < 5000)
+
+
 def test_vocab_then_tiny_pretraining_then_resume(corpus, tmp_path, capsys):
     vocab = tmp_path / "vocab.txt"
     done = kbl(
