@@ -290,6 +290,33 @@ def test_a_sample_that_misses_a_rare_tag_keeps_the_training_files_labels(
         finetune("tag", train, str(bad), str(tmp_path / "refused"), **tiny)
 
 
+def test_the_tag_scheme_is_the_training_files_not_the_samples(vocab, tmp_path):
+    """A BIOES file whose only S- tag lies outside the --max-train sample is still
+    BIOES (the scheme was read from the sample, so the run took it for BIO and then
+    could not score its own S-DAY tag)."""
+    from keras_bert_lite.data import tasks
+    from keras_bert_lite.training.finetune import finetune
+
+    chosen = set(tasks.sample_records(range(8), 4, seed=0))
+    rare = min(set(range(8)) - chosen)
+    lines = []
+    for k in range(8):
+        words = f"we met on day {k} .".split()
+        lines += [
+            f"{w}\t{'S-DAY' if k == rare and i == 4 else 'O'}"
+            for i, w in enumerate(words)
+        ]
+        lines.append("")
+    train = tmp_path / "train.conll"
+    train.write_text("\n".join(lines) + "\n")
+    run = tmp_path / "run"
+    tiny = dict(init="random", model="tiny", vocab=vocab, seq_len=16, seed=0)
+    tiny.update(verbose=0, log=lambda s: None, batch_size=4, epochs=1, max_train=4)
+    finetune("tag", str(train), str(train), str(run), **tiny)
+    config = json.loads((run / "config.json").read_text())
+    assert config["task_options"]["scheme"] == "BIOES"
+
+
 @pytest.fixture(scope="module")
 def classifier_run(task_data, vocab, tmp_path_factory) -> str:
     """A tiny classifier fine-tuned for one epoch (dropout 0.1 in the encoder)."""

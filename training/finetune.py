@@ -518,6 +518,12 @@ def finetune(
     # (and dev records that carry it are scored, not refused).
     labels = _labels(task, train_records)
     kind = _label_kind(train_records) if task == "classify" else "single"
+    # So is the tag scheme: a sample that misses the file's E-/S- tags is BIOES.
+    scheme = None
+    if task == "tag":
+        scheme = tasks.detect_scheme(
+            [t for _, t in train_records], train, [r.lines for r in train_records]
+        )
     train_records = tasks.sample_records(train_records, max_train, seed)
     if kind == "regression":
         labels = []
@@ -560,9 +566,7 @@ def finetune(
         "label_kind": kind,
     }
     if task == "tag":
-        options["scheme"] = tasks.detect_scheme(
-            [t for _, t in train_records], train, [r.lines for r in train_records]
-        )
+        options["scheme"] = scheme
         tasks.check_scheme(dev_records, options["scheme"], dev)
         options["crf"] = bool(crf)
     elif task == "classify":
