@@ -485,6 +485,24 @@ def test_classification_readers_jsonl_csv_tsv(tmp_path):
     assert read_classification(path) == [
         {"text_a": "A", "text_b": "B", "label": "same", "line": 2}
     ]
+    # STS-B's TSV: a score column of decimals is regression, as a JSON float is
+    # (it was read as 3 classes named "3.800", "4" and "0.5e1"); whole numbers
+    # alone, or numbers beside words, stay classes.
+    path = write(
+        tmp_path,
+        "sts.tsv",
+        "text_a\ttext_b\tlabel\nA\tB\t3.800\nC\tD\t4\nE\tF\t0.5e1\nG\tH\t\n",
+    )
+    assert [r.get("label") for r in read_classification(path, False)] == [
+        3.8,
+        4.0,
+        5.0,
+        None,
+    ]
+    for labels in (["0", "1", "-1"], ["3.5", "good"], ["1.", "nan"]):
+        rows = "".join(f"t{k},{label}\n" for k, label in enumerate(labels))
+        path = write(tmp_path, "f.csv", "text,label\n" + rows)
+        assert [r["label"] for r in read_classification(path)] == labels
     path = write(
         tmp_path, "e.jsonl", '{"text": "x", "label": 1}\n{"text": "y", "label": 0}\n'
     )

@@ -204,7 +204,9 @@ def read_classification(path: str, require_labels: bool = True) -> list[dict[str
     JSONL lines `{"text", "label"}` or `{"text_a", "text_b", "label"}`; `.csv`/`.tsv`
     files (optionally `.gz`) with a header naming the same columns. A label is a string,
     a list of strings (multi-label) or a number (regression, kept as float); CSV/TSV
-    labels are strings. One file holds one kind of record and one kind of label.
+    labels are strings, except a column of numbers any of which has a fraction or
+    exponent ("3.8", "4.000"): regression targets, all read as floats. One file holds
+    one kind of record and one kind of label.
 
     Args:
         path: the file.
@@ -249,7 +251,26 @@ def read_classification(path: str, require_labels: bool = True) -> list[dict[str
         records.append(record)
     if not records:
         raise KblError(f"{path}: holds no records")
+    if stem.endswith((".csv", ".tsv")):
+        _scores_as_numbers(records)
     return records
+
+
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def _scores_as_numbers(records: list[dict[str, Any]]) -> None:
+    """CSV/TSV labels are text; a label column of numbers of which any has a
+    fraction or exponent (STS-B's "3.800") holds regression targets, as a decimal
+    number does in JSON: they become floats. Whole numbers alone stay classes."""
+    labels = [r["label"] for r in records if "label" in r]
+    if not labels or not all(_NUMBER.fullmatch(label) for label in labels):
+        return
+    if not any(set(label) & set(".eE") for label in labels):
+        return
+    for record in records:
+        if "label" in record:
+            record["label"] = float(record["label"])
 
 
 # === Token classification (CoNLL) ===
