@@ -238,6 +238,7 @@ def verify(
         source.labels,
         data,
         str(source.options.get("scheme", "BIO")),
+        source.label_kind,
     )
     if limit is not None:
         records = records[:limit]

@@ -861,7 +861,8 @@ def test_multi_label_and_regression_predictions(exported, tmp_path):
     dev (recorded in export.json too), not the most probable one, and an exported
     file gives what the run gives; regression ones a value, scored by MSE, MAE and
     both correlations."""
-    from keras_bert_lite.export import tflite
+    from keras_bert_lite.errors import KblError
+    from keras_bert_lite.export import tflite, verify
     from keras_bert_lite.export.predict import predict as predict_exported
     from keras_bert_lite.io import read_json, write_json
     from keras_bert_lite.training.finetune import evaluate, predict
@@ -901,6 +902,26 @@ def test_multi_label_and_regression_predictions(exported, tmp_path):
     with open(os.path.join(regression, "history.csv")) as f:
         logged = next(csv.reader(f))
     assert "task_loss" in logged and "accuracy" not in logged  # no accuracy to log
+    # Scores written as whole numbers where they are (4, not 4.0), in JSONL and in
+    # CSV, are the same targets (they were refused: "label '4' is not in the label
+    # list (0 labels)"); verify reads them so too. A word is no score.
+    dev = [json.loads(line) for line in open(tmp_path / "regression" / "dev.jsonl")]
+    whole = [{**r, "label": int(r["label"])} if r["label"] % 1 == 0 else r for r in dev]
+    assert any(isinstance(r["label"], int) for r in whole)
+    ints = _write_jsonl(tmp_path / "whole.jsonl", whole)
+    with open(tmp_path / "whole.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows([r["text"], f"{r['label']:g}"] for r in dev)
+    for path in (ints, str(tmp_path / "whole.csv")):
+        assert evaluate(regression, path) == pytest.approx(scores), path
+    tflite(regression, str(tmp_path / "regression-export"))
+    report = verify(str(tmp_path / "regression-export"), data=ints, log=lambda s: None)
+    assert report["keras"]["mse"] == pytest.approx(scores["mse"])
+    with open(tmp_path / "word.csv", "w") as f:
+        f.write("text,label\nfine,1.5\nbad,low\n")
+    with pytest.raises(KblError, match=r"word.csv:3: label 'low' is not a number"):
+        evaluate(regression, str(tmp_path / "word.csv"))
 
 
 def test_a_crf_taggers_export_predicts_the_entities_its_run_predicts(tmp_path, capsys):

@@ -506,6 +506,12 @@ def test_classification_readers_jsonl_csv_tsv(tmp_path):
     path = write(
         tmp_path, "e.jsonl", '{"text": "x", "label": 1}\n{"text": "y", "label": 0}\n'
     )
+    # Whole scores beside fractional ones are scores too (4 beside 3.5 used to be
+    # refused: "a regression label, but line 1 has a single-label label").
+    mixed = write(
+        tmp_path, "m.jsonl", '{"text": "x", "label": 4}\n{"text": "y", "label": 3.5}\n'
+    )
+    assert [r["label"] for r in read_classification(mixed)] == [4.0, 3.5]
     # GLUE-style whole-number labels are classes, not regression targets.
     assert [r["label"] for r in read_classification(path)] == ["1", "0"]
     path = write(

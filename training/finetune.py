@@ -527,6 +527,7 @@ def finetune(
     train_records = tasks.sample_records(train_records, max_train, seed)
     if kind == "regression":
         labels = []
+        tasks.regression_targets(dev_records, dev)
     elif task == "classify":
         tasks.check_labels(dev_records, labels, dev)
     elif task == "tag":
@@ -892,15 +893,19 @@ def read_scored(
     labels: Sequence[str],
     path: str,
     scheme: str = "BIO",
+    kind: str = "single",
 ) -> list:
     """The labelled records of `path` that the fine-tuned `run` is to be scored on:
-    in its task's format, pairs if it classifies pairs, only labels it knows, tags
-    in its `scheme` (errors name the file and line)."""
+    in its task's format, pairs if it classifies pairs, only labels it knows (for a
+    regression model, of `kind` "regression", numbers), tags in its `scheme`
+    (errors name the file and line)."""
     from keras_bert_lite.data import tasks
 
     records = _read(task, path)
     if task == "classify":
         _check_pairs(records, pair, path, f"{run} classifies")
+        if kind == "regression":
+            tasks.regression_targets(records, path)
     if labels:
         tasks.check_labels(records, labels, path)
     if task == "tag":
@@ -922,7 +927,8 @@ def evaluate(run: str, data: str, batch_size: int = 64) -> dict:
     )
     pair = task == "classify" and run_dir.classifies_pairs(run, config)
     scheme = config["task_options"].get("scheme", "BIO")
-    records = read_scored(run, task, pair, labels, data, scheme)
+    kind = config["task_options"].get("label_kind", "single")
+    records = read_scored(run, task, pair, labels, data, scheme, kind)
     encoded = _encode(task, records, tokenizer, labels, config["task_options"])
     metrics, _ = score(task, model, encoded, labels, config["task_options"], batch_size)
     return metrics

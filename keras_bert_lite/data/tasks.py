@@ -203,10 +203,11 @@ def read_classification(path: str, require_labels: bool = True) -> list[dict[str
 
     JSONL lines `{"text", "label"}` or `{"text_a", "text_b", "label"}`; `.csv`/`.tsv`
     files (optionally `.gz`) with a header naming the same columns. A label is a string,
-    a list of strings (multi-label) or a number (regression, kept as float); CSV/TSV
-    labels are strings, except a column of numbers any of which has a fraction or
-    exponent ("3.8", "4.000"): regression targets, all read as floats. One file holds
-    one kind of record and one kind of label.
+    a list of strings (multi-label) or a number: a whole number is a class (GLUE's
+    0 / 1, read as "0" / "1", as CSV/TSV labels are text), but labels that are all
+    numbers, any of them with a fraction or exponent (3.5; "3.800" in STS-B's TSV),
+    are regression targets, all read as floats. One file holds one kind of record and
+    one kind of label.
 
     Args:
         path: the file.
@@ -223,7 +224,7 @@ def read_classification(path: str, require_labels: bool = True) -> list[dict[str
     else:
         rows = _jsonl_rows(path)
     records: list[dict[str, Any]] = []
-    first_pair = first_kind = None
+    first_pair = None
     for number, row in rows:
         where = f"{path}:{number}"
         record = _classification_record(where, row, require_labels)
@@ -238,39 +239,63 @@ def read_classification(path: str, require_labels: bool = True) -> list[dict[str
                 f"{where}: a {this} record, but line {first_pair[1]} is a "
                 f"{other} record; one file holds one kind of record"
             )
-        if "label" in record:
-            kind = _label_kind(record["label"])
-            if first_kind is None:
-                first_kind = (kind, number)
-            elif kind != first_kind[0]:
-                raise KblError(
-                    f"{where}: a {kind} label, but line {first_kind[1]} has "
-                    f"a {first_kind[0]} label; use one kind per file"
-                )
         record["line"] = number
         records.append(record)
     if not records:
         raise KblError(f"{path}: holds no records")
-    if stem.endswith((".csv", ".tsv")):
-        _scores_as_numbers(records)
+    _scores_as_numbers(records)
+    first_kind = None
+    for record in records:
+        if "label" in record:
+            kind = _label_kind(record["label"])
+            if first_kind is None:
+                first_kind = (kind, record["line"])
+            elif kind != first_kind[0]:
+                raise KblError(
+                    f"{path}:{record['line']}: a {kind} label, but line "
+                    f"{first_kind[1]} has a {first_kind[0]} label; use one kind per "
+                    "file"
+                )
     return records
 
 
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 
+def _is_score(label: Any) -> bool:
+    return isinstance(label, float) or (
+        isinstance(label, str) and bool(_NUMBER.fullmatch(label))
+    )
+
+
 def _scores_as_numbers(records: list[dict[str, Any]]) -> None:
-    """CSV/TSV labels are text; a label column of numbers of which any has a
-    fraction or exponent (STS-B's "3.800") holds regression targets, as a decimal
-    number does in JSON: they become floats. Whole numbers alone stay classes."""
+    """Labels that are all numbers, any of them with a fraction or exponent (a JSON
+    3.5, STS-B's "3.800" in TSV), are regression targets: they all become floats,
+    whole ones too (4 beside 3.5). Whole numbers alone stay classes (GLUE's 0/1)."""
     labels = [r["label"] for r in records if "label" in r]
-    if not labels or not all(_NUMBER.fullmatch(label) for label in labels):
+    if not labels or not all(_is_score(label) for label in labels):
         return
-    if not any(set(label) & set(".eE") for label in labels):
+    if not any(isinstance(x, float) or set(x) & set(".eE") for x in labels):
         return
     for record in records:
         if "label" in record:
             record["label"] = float(record["label"])
+
+
+def regression_targets(records: list[dict[str, Any]], path: str) -> None:
+    """Reads the labels of `records` as a regression model's targets, in place: a
+    whole number (a class in a file read alone: "label": 4, or "4" in CSV) is the
+    score 4.0; a label that is no number is an error naming `path` and its line."""
+    for record in records:
+        label = record.get("label")
+        if label is None or isinstance(label, float):
+            continue
+        if not _is_score(label):
+            raise KblError(
+                f"{path}:{record.get('line', '?')}: label {label!r} is not a number; "
+                "the model is a regression model, its labels scores (e.g. 3.5)"
+            )
+        record["label"] = float(label)
 
 
 # === Token classification (CoNLL) ===
