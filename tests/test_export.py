@@ -90,7 +90,7 @@ def _fine_tune_tiny(
     overrides or adds `finetune` arguments)."""
     from keras_bert_lite.training.finetune import finetune
 
-    options = dict(batch_size=16, epochs=1, learning_rate=1e-3) | kw
+    options = dict(batch_size=16, epochs=1, learning_rate=1e-3, log=lambda s: None)
     finetune(
         task,
         train,
@@ -100,9 +100,8 @@ def _fine_tune_tiny(
         model="tiny",
         vocab=vocab,
         seq_len=seq_len,
-        log=lambda s: None,
         verbose=0,
-        **options,
+        **(options | kw),
     )
     return run
 
@@ -832,7 +831,7 @@ def _labels(run: str) -> list[str]:
     return tasks.read_labels(os.path.join(run, "labels.txt"))
 
 
-def _tiny_run(root, kind: str, vocab: str) -> str:
+def _tiny_run(root, kind: str, vocab: str, log=lambda s: None) -> str:
     """A tiny multi-label or regression classifier, fine-tuned for one epoch on
     generated reviews: labels pos/neg plus "really" where the text says it, or the
     number of words as the value."""
@@ -853,7 +852,7 @@ def _tiny_run(root, kind: str, vocab: str) -> str:
     root.mkdir()
     train = _write_jsonl(root / "train.jsonl", relabel(_records(64, 0)))
     dev = _write_jsonl(root / "dev.jsonl", relabel(_records(24, 1)))
-    return _fine_tune_tiny(train, dev, str(root / "run"), vocab, seq_len=16)
+    return _fine_tune_tiny(train, dev, str(root / "run"), vocab, seq_len=16, log=log)
 
 
 def test_multi_label_and_regression_predictions(exported, tmp_path):
@@ -871,7 +870,9 @@ def test_multi_label_and_regression_predictions(exported, tmp_path):
     texts = [r["text"] for r in _records(8, 5)] + AWKWARD[3:5]
     vocab = os.path.join(run, "vocab.txt")
 
-    multi = _tiny_run(tmp_path / "multi", "multi_label", vocab)
+    said = []  # what the runs say of their labels
+    multi = _tiny_run(tmp_path / "multi", "multi_label", vocab, said.append)
+    assert "64 training and 24 dev records, 3 labels (multi-label)" in "\n".join(said)
     assert _labels(multi) == ["neg", "pos", "really"]
     probabilities = [r["probabilities"] for r in predict(multi, texts)]
     # A threshold between the predictions, so that the label sets differ by text.
@@ -893,7 +894,11 @@ def test_multi_label_and_regression_predictions(exported, tmp_path):
         close = all(abs(p - threshold) > 1e-4 for p in want["probabilities"].values())
         assert row["labels"] == want["labels"] or not close
 
-    regression = _tiny_run(tmp_path / "regression", "regression", vocab)
+    regression = _tiny_run(tmp_path / "regression", "regression", vocab, said.append)
+    train = tmp_path / "regression" / "train.jsonl"
+    scored = [json.loads(line)["label"] for line in open(train)]
+    span = f"scores {min(scored):g} to {max(scored):g}"
+    assert f"64 training and 24 dev records, regression: {span}" in "\n".join(said)
     scores = evaluate(regression, str(tmp_path / "regression" / "dev.jsonl"))
     assert {"mse", "mae", "pearson", "spearman"} <= set(scores)
     assert -1 <= scores["pearson"] <= 1 and scores["mae"] ** 2 <= scores["mse"]

@@ -149,6 +149,11 @@ def _label_kind(records) -> str:
     return "single"
 
 
+def _score_range(records) -> str:
+    scores = [r["label"] for r in records]
+    return f", regression: scores {min(scores):g} to {max(scores):g}"
+
+
 def _predict_outputs(model, inputs: dict, batch_size: int) -> dict:
     return model.predict(inputs, batch_size=batch_size, verbose=0)
 
@@ -577,6 +582,8 @@ def finetune(
     log(
         f"{task}: {len(train_records)} training and {len(dev_records)} dev records"
         + (f", {len(labels)} labels" if labels else "")
+        + (" (multi-label)" if kind == "multi_label" else "")
+        + (_score_range(train_records) if kind == "regression" else "")
     )
     train_data = _encode(task, train_records, tokenizer, labels, options)
     dev_data = _encode(task, dev_records, tokenizer, labels, options)
