@@ -311,10 +311,13 @@ def test_the_tag_scheme_is_the_training_files_not_the_samples(vocab, tmp_path):
     train.write_text("\n".join(lines) + "\n")
     run = tmp_path / "run"
     tiny = dict(init="random", model="tiny", vocab=vocab, seq_len=16, seed=0)
-    tiny.update(verbose=0, log=lambda s: None, batch_size=4, epochs=1, max_train=4)
+    said = []
+    tiny.update(verbose=0, log=said.append, batch_size=4, epochs=1, max_train=4)
     finetune("tag", str(train), str(train), str(run), **tiny)
     config = json.loads((run / "config.json").read_text())
     assert config["task_options"]["scheme"] == "BIOES"
+    # The training file as dev: the run says what its dev scores then measure.
+    assert any(s.startswith("note: --dev is the training file") for s in said), said
 
 
 @pytest.fixture(scope="module")

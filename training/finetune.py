@@ -518,6 +518,12 @@ def finetune(
     train_records, dev_records = _read(task, train), _read(task, dev)
     if not train_records:
         raise KblError(f"{train}: no records")
+    if os.path.realpath(train) == os.path.realpath(dev):
+        log(
+            f"note: --dev is the training file ({dev}): its scores, the best epoch "
+            "and early stopping measure how well the model fits its training data, "
+            "not how it does on text it has not seen; pass a held-out file"
+        )
     # The task's labels are the training file's, sampled or not: a --max-train
     # sample that happens to miss a rare tag still gives the model an output for it
     # (and dev records that carry it are scored, not refused).
