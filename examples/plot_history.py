@@ -31,6 +31,8 @@ def main() -> None:
     steps = [(int(r["epoch"]) + 1) * every for r in rows]
     if not config["train"].get("eval_every"):
         steps = [int(r["epoch"]) + 1 for r in rows]
+    if all(r.get("step") for r in rows):  # logged since history.csv has the column
+        steps = [int(r["step"]) for r in rows]
 
     def plot(axes, key, style):
         """Training and held-out curves of one metric, over the evaluations that

@@ -147,7 +147,9 @@ class StopOnNonFinite(keras.callbacks.Callback):
 
 
 class HistoryCSV(keras.callbacks.Callback):
-    """`history.csv`, one row per epoch, rewritten atomically after every epoch.
+    """`history.csv`, one row per epoch, rewritten atomically after every epoch:
+    `epoch`, `step` (the optimizer steps taken by its end: a pretraining run's last
+    interval may be shorter than the others) and the epoch's logs.
 
     A resumed run keeps the rows before its first epoch (`keep_before`) and drops
     any row of an epoch it repeats, so a crash between the history row and the
@@ -162,11 +164,14 @@ class HistoryCSV(keras.callbacks.Callback):
         if keep_before and os.path.exists(path):
             with open(path, newline="", encoding="utf-8") as f:
                 reader = csv.DictReader(f)
-                self.keys = [k for k in reader.fieldnames or [] if k != "epoch"]
+                fields = reader.fieldnames or []
+                self.keys = [k for k in fields if k not in _INDEX_COLUMNS]
                 self.rows = [r for r in reader if _epoch(r) < keep_before]
 
     def on_epoch_end(self, epoch, logs=None):
-        row = {"epoch": epoch}
+        row: dict = {"epoch": epoch}
+        if self.model is not None:
+            row["step"] = int(np.asarray(self.model.optimizer.iterations))
         for key, value in sorted((logs or {}).items()):
             row[key] = float(np.asarray(value))
             if key not in self.keys:
@@ -174,7 +179,7 @@ class HistoryCSV(keras.callbacks.Callback):
         self.rows = [r for r in self.rows if _epoch(r) < epoch] + [row]
         with atomic_path(self.path) as tmp:
             with open(tmp, "w", newline="", encoding="utf-8") as f:
-                writer = csv.DictWriter(f, ["epoch", *self.keys], restval="")
+                writer = csv.DictWriter(f, [*_INDEX_COLUMNS, *self.keys], restval="")
                 writer.writeheader()
                 writer.writerows(self.rows)
 
@@ -226,6 +231,9 @@ class AttentionEntropy(keras.callbacks.Callback):
         logs["attention_entropy_mean"] = float(fractions.mean())
 
 
+_INDEX_COLUMNS = ("epoch", "step")  # history.csv's first columns: where, not metrics
+
+
 def last_history_row(path: str) -> dict[str, float]:
     """The metrics of the last epoch in `history.csv` ({} when there is none)."""
     if not os.path.exists(path):
@@ -235,7 +243,7 @@ def last_history_row(path: str) -> dict[str, float]:
     if not rows:
         return {}
     last = max(rows, key=_epoch)
-    return {k: float(v) for k, v in last.items() if k != "epoch" and v}
+    return {k: float(v) for k, v in last.items() if k not in _INDEX_COLUMNS and v}
 
 
 def _epoch(row: dict) -> int:
