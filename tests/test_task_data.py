@@ -569,6 +569,21 @@ def test_conll_reader_tags_and_errors(tmp_path):
     bad = write(tmp_path, "bad.conll", "John\tB-PER\nlives\tO\n\nin\tO\tX\n")
     with pytest.raises(KblError, match=r"bad.conll:4: 3 fields where 2 are expected"):
         read_conll(bad)
+    # CoNLL-2003's columns (token, POS, chunk, tag): the first and the last; a line
+    # with other columns is named (the file was refused: "4 fields where 2").
+    conll03 = write(
+        tmp_path,
+        "en.train.txt",
+        "-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\n"
+        "German JJ B-NP B-MISC\n",
+    )
+    assert read_conll(conll03) == [
+        (["EU", "rejects"], ["B-ORG", "O"]),
+        (["German"], ["B-MISC"]),
+    ]
+    bad = write(tmp_path, "bad3.conll", "EU NNP B-NP B-ORG\nrejects O\n")
+    with pytest.raises(KblError, match=r"bad3.conll:2: 2 fields, but line 1 has 4"):
+        read_conll(bad)
     bad = write(tmp_path, "bad1.conll", "John\tB-PER\nlives\n")
     with pytest.raises(KblError, match=r"bad1.conll:2: 1 field where 2"):
         read_conll(bad)

@@ -313,7 +313,9 @@ class TaggedSentence(tuple):
 
 def read_conll(path: str, require_tags: bool = True) -> list[TaggedSentence]:
     """Reads `token<TAB>tag` lines (a single space also separates when a line has no
-    tab), one blank line between sentences; `-DOCSTART-` lines separate too.
+    tab), one blank line between sentences; `-DOCSTART-` lines separate too. A file
+    whose lines all have more columns (CoNLL-2003's `token POS chunk tag`) gives the
+    first as the token and the last as the tag.
 
     Args:
         path: the file.
@@ -327,6 +329,7 @@ def read_conll(path: str, require_tags: bool = True) -> list[TaggedSentence]:
     words: list[str] = []
     tags: list[str] = []
     lines: list[int] = []
+    columns = None  # (fields per line, the first line with them)
     for number, line in _lines(path):
         if not line.strip() or line.startswith("-DOCSTART-"):
             if words:
@@ -337,6 +340,16 @@ def read_conll(path: str, require_tags: bool = True) -> list[TaggedSentence]:
             fields = line.rstrip(" \t").split("\t")
         else:
             fields = line.rstrip(" ").split(" ")
+        if columns is None:
+            columns = (len(fields), number)
+        if columns[0] > 2 and len(fields) == columns[0]:
+            fields = [fields[0], fields[-1]]  # CoNLL-2003: token ... tag
+        elif columns[0] > 2 and len(fields) > 1:
+            raise KblError(
+                f"{path}:{number}: {len(fields)} fields, but line {columns[1]} has "
+                f"{columns[0]} (token first, tag last); give every line the same "
+                "columns"
+            )
         if len(fields) == 1 and not require_tags:
             fields.append("")
         if len(fields) != 2:
