@@ -243,7 +243,7 @@ def read_classification(path: str, require_labels: bool = True) -> list[dict[str
         records.append(record)
     if not records:
         raise KblError(f"{path}: holds no records")
-    _scores_as_numbers(records)
+    _scores_as_numbers(records, path)
     first_kind = None
     for record in records:
         if "label" in record:
@@ -268,18 +268,15 @@ def _is_score(label: Any) -> bool:
     )
 
 
-def _scores_as_numbers(records: list[dict[str, Any]]) -> None:
+def _scores_as_numbers(records: list[dict[str, Any]], path: str) -> None:
     """Labels that are all numbers, any of them with a fraction or exponent (a JSON
     3.5, STS-B's "3.800" in TSV), are regression targets: they all become floats,
     whole ones too (4 beside 3.5). Whole numbers alone stay classes (GLUE's 0/1)."""
     labels = [r["label"] for r in records if "label" in r]
     if not labels or not all(_is_score(label) for label in labels):
         return
-    if not any(isinstance(x, float) or set(x) & set(".eE") for x in labels):
-        return
-    for record in records:
-        if "label" in record:
-            record["label"] = float(record["label"])
+    if any(isinstance(x, float) or set(x) & set(".eE") for x in labels):
+        regression_targets(records, path)
 
 
 def regression_targets(records: list[dict[str, Any]], path: str) -> None:
@@ -757,6 +754,14 @@ def _max_context_window(
 # === Sentence (pair) classification features ===
 
 
+def _kept_lengths(lengths: Sequence[int], seq_len: int) -> tuple[int, ...]:
+    """The pieces of each text (one, or a pair's two) that `[CLS] A [SEP]` or
+    `[CLS] A [SEP] B [SEP]` keeps in seq_len tokens."""
+    if len(lengths) == 1:
+        return (min(lengths[0], seq_len - 2),)
+    return truncated_lengths(*lengths, seq_len - 3)
+
+
 def truncated_lengths(len_a: int, len_b: int, budget: int) -> tuple[int, int]:
     """Lengths after dropping tokens from the end of the longer segment one at a time
     (B on a tie), as BERT's `_truncate_seq_pair`, computed without the loop."""
@@ -825,13 +830,14 @@ def encode_classification(
         a = a_ids[a_splits[i] : a_splits[i + 1]]
         if pair:
             b = b_ids[b_splits[i] : b_splits[i + 1]]
-            len_a, len_b = truncated_lengths(len(a), len(b), seq_len - 3)
+            len_a, len_b = _kept_lengths((len(a), len(b)), seq_len)
             row = np.concatenate([[CLS_ID], a[:len_a], [SEP_ID], b[:len_b], [SEP_ID]])
             segment_ids[i, len_a + 2 : len(row)] = 1
             truncated += len_a + len_b < len(a) + len(b)
         else:
-            row = np.concatenate([[CLS_ID], a[: seq_len - 2], [SEP_ID]])
-            truncated += len(a) > seq_len - 2
+            (len_a,) = _kept_lengths((len(a),), seq_len)
+            row = np.concatenate([[CLS_ID], a[:len_a], [SEP_ID]])
+            truncated += len_a < len(a)
         token_ids[i, : len(row)] = row
         padding_mask[i, : len(row)] = 1
     if truncated:
@@ -878,10 +884,7 @@ def classification_cuts(
     cuts: list[dict[str, int]] = []
     for i in range(len(texts)):
         lengths = [int(splits[i + 1] - splits[i]) for splits, *_ in tokenized]
-        if pairs is None:
-            kept = [min(lengths[0], seq_len - 2)]
-        else:
-            kept = list(truncated_lengths(*lengths, seq_len - 3))
+        kept = _kept_lengths(lengths, seq_len)
         cut: dict[str, int] = {}
         keys = ("truncated_at", "truncated_at_b")[: len(columns)]
         for key, column, (splits, _, _, ends), n, k in zip(
