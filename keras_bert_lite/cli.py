@@ -570,7 +570,8 @@ def _cmd_predict(args) -> dict:
             "nothing to predict: give TEXT arguments or --input FILE (- for "
             "standard input)"
         )
-    if _is_export(args.model):
+    exported = _is_export(args.model)
+    if exported:
         from keras_bert_lite.export.predict import predict as predict_exported
 
         results = predict_exported(args.model, texts, pairs=pairs, contexts=contexts)
@@ -579,7 +580,7 @@ def _cmd_predict(args) -> dict:
     for r in results:
         print(json.dumps(r, ensure_ascii=False))
     cut = sum("truncated_at" in r or "truncated_at_b" in r for r in results)
-    if cut and not _is_export(args.model):  # a run's classifier: only they cut
+    if cut and not exported:  # a run's classifier: of runs, only classifiers cut
         print(
             f"kbl predict: {cut} text(s) longer than the classifier reads (seq_len "
             "word pieces, [CLS] and [SEP] included) were read up to their "
