@@ -20,7 +20,7 @@ import sys
 
 import tensorflow as tf
 
-from keras_bert_lite.cjk import CJK_RANGES
+from keras_bert_lite.cjk import CJK_RANGES, edge_punctuation
 from keras_bert_lite.data.tasks import CLS_ID, PAD_ID, SEP_ID, UNK_ID
 
 _FAR = 2**30  # past any byte offset: padding for sorted offset tables
@@ -509,13 +509,67 @@ def word_spans(texts):
     cjk = tf.zeros_like(breaks)
     for low, high in CJK_RANGES:
         cjk |= (points >= low) & (points <= high)
-    edge = tf.ones_like(breaks[:, :1])
-    # A word starts after a space (or the text's start) or a CJK character, or at a
-    # CJK character; it ends before one.
-    after_break = tf.concat([edge, breaks[:, :-1] | cjk[:, :-1]], 1)
-    before_break = tf.concat([breaks[:, 1:] | cjk[:, 1:], edge], 1)
-    word = ~breaks
     position = tf.broadcast_to(tf.range(tf.shape(points)[1]), tf.shape(points))
-    starts = tf.ragged.boolean_mask(position, word & (after_break | cjk))
-    ends = tf.ragged.boolean_mask(position + 1, word & (before_break | cjk))
+    # Runs of characters between spaces and CJK characters; their opening and
+    # closing punctuation is split off, a word per character.
+    edge = _run_edges(points, ~(breaks | cjk), position)
+    # A CJK character and an edge punctuation character are words of one
+    # character; a word starts after a space (or the text's start) or one of
+    # them, and ends before one.
+    single = cjk | edge
+    boundary = breaks | single
+    edge_col = tf.ones_like(breaks[:, :1])
+    after = tf.concat([edge_col, boundary[:, :-1]], 1)
+    before = tf.concat([boundary[:, 1:], edge_col], 1)
+    word = ~breaks
+    starts = tf.ragged.boolean_mask(position, word & (after | single))
+    ends = tf.ragged.boolean_mask(position + 1, word & (before | single))
     return starts.to_tensor(-1), ends.to_tensor(-1)
+
+
+def _run_edges(points, in_run, position):
+    """bool [B, C]: the characters of the runs `in_run` marks that
+    `tasks.words_with_offsets` splits off: a run's opening punctuation before its
+    core, its closing punctuation after (an abbreviation's last full stop kept),
+    none in a run that is nothing else."""
+    opening, closing = (_member(points, chars) for chars in _edge_points())
+    run_start = in_run & tf.concat([tf.ones_like(in_run[:, :1]), ~in_run[:, :-1]], 1)
+    # A batch-wide index of each character's run (rows offset by the runs before).
+    runs = tf.reduce_sum(tf.cast(run_start, tf.int32), 1)
+    run = tf.cumsum(tf.cast(run_start, tf.int32), 1) - 1
+    run = tf.where(in_run, run + tf.cumsum(runs, exclusive=True)[:, None], -1)
+    total = tf.reduce_sum(runs)
+    flat_run = tf.reshape(run, [-1])
+
+    def per_run(values, where, reduce):
+        """`reduce` of `values` over the characters of each run that `where` marks
+        (the reduction's identity for none), at each character of the run."""
+        ids = tf.where(tf.reshape(where, [-1]), flat_run, total)  # `total`: unused
+        out = reduce(tf.reshape(values, [-1]), ids, total + 1)
+        return tf.reshape(tf.gather(out, tf.maximum(flat_run, 0)), tf.shape(points))
+
+    maximum, minimum = tf.math.unsorted_segment_max, tf.math.unsorted_segment_min
+    end = per_run(position + 1, in_run, maximum)
+    first = tf.minimum(per_run(position, in_run & ~opening, minimum), end)
+    core = in_run & (position >= first)
+    last = tf.maximum(per_run(position + 1, core & ~closing, maximum), first)
+    dot = tf.cast(points == ord("."), tf.int32)
+    held = per_run(dot, core & (position < last), maximum) > 0
+    follows = per_run(dot, in_run & (position == last), maximum) > 0
+    last += tf.cast(held & follows, tf.int32)  # an abbreviation's full stop stays
+    return in_run & (first < last) & ((position < first) | (position >= last))
+
+
+@functools.lru_cache(maxsize=1)
+def _edge_points() -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The code points of `keras_bert_lite.cjk.edge_punctuation`, each in order."""
+    return tuple(tuple(sorted(map(ord, chars))) for chars in edge_punctuation())
+
+
+def _member(points, table):
+    """int32 code points [B, C] -> bool [B, C]: those in the sorted `table`."""
+    table = tf.constant(table, tf.int32)
+    flat = tf.reshape(points, [1, -1])
+    index = searchsorted(table[None, :], flat)[0]
+    found = tf.gather(table, tf.minimum(index, tf.size(table) - 1)) == flat[0]
+    return tf.reshape(found, tf.shape(points))

@@ -440,13 +440,15 @@ def _raw_text_row(entry, source, manifest, run_text, encoded, reference) -> dict
 
 def _word_tags(spans, entities: list[dict], scheme: str) -> list[str]:
     """Tags of the words at character `spans` for the entities found in their
-    text: the words each entity covers, tagged in the scheme."""
+    text: the words each entity overlaps, tagged in the scheme. (Raw text splits a
+    record's word "Mary's." into "Mary's" and ".": an entity "Mary's" is the
+    word's.)"""
     tags = ["O"] * len(spans)
     for entity in entities:
         inside = [
             i
             for i, (start, end) in enumerate(spans)
-            if start >= entity["start"] and end <= entity["end"]
+            if start < entity["end"] and end > entity["start"]
         ]
         if not inside:
             continue

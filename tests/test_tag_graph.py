@@ -26,6 +26,8 @@ TRICKY = [
     "Héllo @John 😀 façade e\u0301",
     "\u4dc0\u3400\u9fff\uf900\ufaff\U00020000x",
     "control\x00char\u200bhere",
+    "(\"Paris\"), U.S., a.m.) etc. «Zürich»; ¿Qué? :) ... x' '' '. a.b..",
+    "李白说“北京”很好，“好”。",
 ]
 
 

@@ -226,6 +226,55 @@ def test_joined_words_split_back_into_the_same_words():
     assert join_words(["北", "京", "and", "上", "海"]) == "北京 and 上海"
 
 
+def test_raw_text_words_split_off_their_opening_and_closing_punctuation():
+    """Raw text's words split off the punctuation that CoNLL files write as words
+    of their own, so that an entity is "Paris", not "Paris," or "(Paris". They used
+    to be whitespace runs: the sentence-final full stop joined the last entity."""
+    from keras_bert_lite.data.tasks import words_with_offsets
+
+    def words(text):
+        return [text[s:e] for s, e in words_with_offsets(text)]
+
+    assert words("I flew to London.") == ["I", "flew", "to", "London", "."]
+    assert words('("Paris"), then Rome!') == [
+        *("(", '"', "Paris", '"', ")", ","),
+        *("then", "Rome", "!"),
+    ]
+    assert words("«Zürich»; ¿Qué? 'Bob'") == [
+        *("«", "Zürich", "»", ";", "¿", "Qué", "?", "'", "Bob", "'"),
+    ]
+    # Between CJK characters, punctuation stands alone; two marks together are
+    # one run of nothing but punctuation, one word.
+    text = "李白说“北京”很好，“好”。"
+    assert words(text) == [*"李白说“北京”很好", "，“", "好", "”。"]
+    # An abbreviation keeps its last full stop; a word with no other full stop
+    # does not.
+    assert words("The U.S., at 9 a.m.) etc.") == [
+        *("The", "U.S.", ",", "at", "9", "a.m.", ")", "etc", "."),
+    ]
+    # Inside a word, and the marks tweets and code put first or last, stay.
+    assert words("don't e-mail #tag @user 3.5 $5 5% C++ C# :) ... --") == [
+        *("don't", "e-mail", "#tag", "@user", "3.5", "$5", "5%", "C++", "C#"),
+        *(":)", "...", "--"),
+    ]
+
+
+def test_edge_punctuation_is_what_the_tokenizer_splits_off():
+    """Each character split off a raw-text word is split off by the tokenizer too:
+    a word's first piece is never shared with the punctuation before it."""
+    from keras_bert_lite.cjk import edge_punctuation
+
+    opening, closing = edge_punctuation()
+    marks = sorted(opening | closing)
+    assert len(opening) > 50 and len(closing) > 50  # Unicode's, not ASCII's alone
+    tokenizer = BertTokenizer([*VOCAB, "x"])
+    x = tokenizer.vocabulary.index("x")
+    before = tokenizer([m + "x" for m in marks]).to_list()
+    after = tokenizer(["x" + m for m in marks]).to_list()
+    assert [p[-1:] for p in before] == [[x]] * len(marks)
+    assert [p[:1] for p in after] == [[x]] * len(marks)
+
+
 def test_raw_text_words_split_cjk_where_the_tokenizer_does(tokenizer):
     """Raw text's words (what `kbl predict` tags; the QA metric's characters) split
     off exactly the ideographs the tokenizer splits off, at every edge of its

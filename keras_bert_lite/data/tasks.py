@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from keras_bert_lite import cjk
 from keras_bert_lite.cjk import CJK_CLASS
 from keras_bert_lite.errors import KblError
 from keras_bert_lite.io import json_lines, open_binary
@@ -1173,8 +1174,30 @@ _WORD = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")
 
 def words_with_offsets(text: str) -> list[tuple[int, int]]:
     """The (start, end) character spans of raw text's words, as `kbl predict` tags
-    them: runs of non-space characters, each CJK character a word of its own."""
-    return [m.span() for m in _WORD.finditer(text)]
+    them: runs of non-space characters, each CJK character a word of its own, and
+    each opening bracket or quote at a run's start, each closing one or stop (. , ;
+    : ! ?) at its end, a word of its own (`keras_bert_lite.cjk.edge_punctuation`),
+    as CoNLL files write them: '("Paris"),' is (, ", Paris, ", ) and ",". A word
+    that holds a full stop keeps its last one ("U.S.", "a.m."); a run of nothing
+    but such punctuation ("...") is one word; "#tag", "@user", "don't" are one."""
+    opening, closing = cjk.edge_punctuation()
+    spans = []
+    for m in _WORD.finditer(text):
+        start, end = m.span()
+        first, last = start, end
+        while first < end and text[first] in opening:
+            first += 1
+        while last > first and text[last - 1] in closing:
+            last -= 1
+        if last < end and text[last] == "." and "." in text[first:last]:
+            last += 1  # an abbreviation's full stop
+        if first == last:  # all edge punctuation (or one CJK character): one word
+            spans.append((start, end))
+            continue
+        spans += [(i, i + 1) for i in range(start, first)]
+        spans.append((first, last))
+        spans += [(i, i + 1) for i in range(last, end)]
+    return spans
 
 
 def join_words(words: Sequence[str]) -> str:
