@@ -403,6 +403,12 @@ def test_prepared_records_hold_the_pipeline_examples_and_train(
     assert (
         "not the vocabulary the records were prepared with" in capsys.readouterr().err
     )
+    # So is a vocabulary size other than theirs (it was ignored).
+    size = len((out / "vocab.txt").read_text().splitlines())
+    assert cli.main(["pretrain", "--records", str(out), "--vocab-size", "100",
+                     "--out", str(tmp_path / "s")]) == 2  # fmt: skip
+    assert f"prepared with a vocabulary of {size} tokens" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
 
 
 def _one_step_weights(setup, batch, accumulation: int):

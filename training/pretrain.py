@@ -331,6 +331,16 @@ def pretrain(
                     f"{vocab}: not the vocabulary the records were prepared with "
                     f"({records_vocab}); drop --vocab, or prepare records with it"
                 )
+            if _non_defaults(vocabulary_size=vocabulary_size) and (
+                vocabulary_size != tokenizer.vocabulary_size
+            ):
+                # It was ignored before, silently: the records' vocabulary is used.
+                raise KblError(
+                    f"vocabulary_size {vocabulary_size}: the records were prepared "
+                    f"with a vocabulary of {tokenizer.vocabulary_size} tokens "
+                    f"({records_vocab}), which the run uses; drop --vocab-size, or "
+                    "prepare records with a vocabulary of that size"
+                )
             files = None
         else:
             data_config = DataConfig(**data_over)
