@@ -92,6 +92,7 @@ def predict(
     texts: Sequence[str],
     pairs: Sequence[str] | None = None,
     contexts: Sequence[str] | None = None,
+    threshold: float | None = None,
 ) -> list[dict]:
     """Labels with probabilities (or entities, or answers, with character offsets)
     from an export.
@@ -102,12 +103,17 @@ def predict(
         texts: the raw texts (QA: the questions).
         pairs: the second texts of a sentence-pair classifier.
         contexts: QA: the context of each question.
+        threshold: a multi-label model's decision threshold (None: the one tuned
+            on dev, which export.json carries).
 
     Returns:
         One dict per text, as `training.finetune.predict` returns for a run.
     """
     path, entry, manifest = _locate(path)
     task, labels = manifest["task"], manifest["labels"]
+    kind = manifest.get("label_kind", "single") if task == "classify" else task
+    tuned = _threshold(manifest) if kind == "multi_label" else 0.5
+    threshold = tasks.decision_threshold(threshold, tuned, kind, path)
     if task == "qa":
         if contexts is None or len(contexts) != len(texts):
             raise KblError(
@@ -136,7 +142,6 @@ def predict(
     outputs = _runner(path, entry, manifest)(inputs)
     if task == "tag":
         return tagged(texts, outputs, manifest)
-    kind = manifest["label_kind"]
     if kind == "regression":
         probabilities = outputs.get("value", outputs.get("probabilities"))
     else:
@@ -146,7 +151,7 @@ def predict(
         probabilities,
         labels,
         kind,
-        _threshold(manifest) if kind == "multi_label" else 0.5,
+        threshold,
         list(pairs) if manifest.get("pair") else None,
     )
 

@@ -574,9 +574,13 @@ def _cmd_predict(args) -> dict:
     if exported:
         from keras_bert_lite.export.predict import predict as predict_exported
 
-        results = predict_exported(args.model, texts, pairs=pairs, contexts=contexts)
+        results = predict_exported(
+            args.model, texts, pairs=pairs, contexts=contexts, threshold=args.threshold
+        )
     else:
-        results = predict(args.model, texts, contexts=contexts, pairs=pairs)
+        results = predict(
+            args.model, texts, contexts=contexts, pairs=pairs, threshold=args.threshold
+        )
     for r in results:
         print(json.dumps(r, ensure_ascii=False))
     cut = sum("truncated_at" in r or "truncated_at_b" in r for r in results)
@@ -936,6 +940,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--question", action="append", help="QA: a question (repeatable)")
     p.add_argument(
         "--context", action="append", help="QA: the context of each --question"
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        help="a multi-label classifier's decision threshold, 0 to 1 (default: the "
+        "one tuned on dev)",
     )
     p.add_argument("--json", help="also write the predictions JSON here")
     p.set_defaults(func=_cmd_predict)

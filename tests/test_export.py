@@ -863,11 +863,12 @@ def _tiny_run(root, kind: str, vocab: str, log=lambda s: None) -> str:
     return _fine_tune_tiny(train, dev, str(root / "run"), vocab, seq_len=16, log=log)
 
 
-def test_multi_label_and_regression_predictions(exported, tmp_path):
+def test_multi_label_and_regression_predictions(exported, tmp_path, capsys):
     """Multi-label predictions are the labels at or over the threshold tuned on
-    dev (recorded in export.json too), not the most probable one, and an exported
-    file gives what the run gives; regression ones a value, scored by MSE, MAE and
-    both correlations."""
+    dev (recorded in export.json too; `kbl predict --threshold` another), not the
+    most probable one, and an exported file gives what the run gives; regression
+    ones a value, scored by MSE, MAE and both correlations."""
+    from keras_bert_lite import cli
     from keras_bert_lite.errors import KblError
     from keras_bert_lite.export import tflite, verify
     from keras_bert_lite.export.predict import predict as predict_exported
@@ -901,6 +902,16 @@ def test_multi_label_and_regression_predictions(exported, tmp_path):
     for want, row in zip(got, predict_exported(path, texts), strict=True):
         close = all(abs(p - threshold) > 1e-4 for p in want["probabilities"].values())
         assert row["labels"] == want["labels"] or not close
+    # Another threshold, given at predict time (it could not be): 0 takes every
+    # label, most probable first; the run and the export agree.
+    every = [sorted(p, key=p.get, reverse=True) for p in probabilities]
+    assert [r["labels"] for r in predict(multi, texts, threshold=0.0)] == every
+    assert [r["labels"] for r in predict_exported(path, texts, threshold=0.0)] == every
+    assert cli.main(["predict", "--model", multi, "--threshold", "0", texts[0]]) == 0
+    assert json.loads(capsys.readouterr().out)["labels"] == every[0]
+    for bad in ("1.5", "nan"):
+        assert cli.main(["predict", "--model", path, "--threshold", bad, "x"]) == 2
+        assert "give a probability from 0 to 1" in capsys.readouterr().err
 
     regression = _tiny_run(tmp_path / "regression", "regression", vocab, said.append)
     train = tmp_path / "regression" / "train.jsonl"
@@ -912,6 +923,8 @@ def test_multi_label_and_regression_predictions(exported, tmp_path):
     assert -1 <= scores["pearson"] <= 1 and scores["mae"] ** 2 <= scores["mse"]
     values = [r["value"] for r in predict(regression, texts)]
     assert all(isinstance(v, float) for v in values) and len(set(values)) > 1
+    with pytest.raises(KblError, match="is a regression model: --threshold is the"):
+        predict(regression, texts, threshold=0.5)
     with open(os.path.join(regression, "history.csv")) as f:
         logged = next(csv.reader(f))
     assert "task_loss" in logged and "accuracy" not in logged  # no accuracy to log

@@ -953,17 +953,22 @@ def predict(
     batch_size: int = 64,
     contexts: Sequence[str] | None = None,
     pairs: Sequence[str] | None = None,
+    threshold: float | None = None,
 ) -> list[dict]:
     """Predictions on raw text: labels with probabilities (multi-label: the labels
-    at or over the threshold tuned on dev; see `tasks.classification_predictions`),
-    entities with character offsets, or (QA: `texts` are questions, each on its
-    `contexts` entry) answers with character offsets into the context ("" and -1
-    when the model finds none). `pairs`: the second text of each of `texts`, for a
-    sentence-pair classifier."""
+    at or over the threshold tuned on dev, or `threshold`; see
+    `tasks.classification_predictions`), entities with character offsets, or (QA:
+    `texts` are questions, each on its `contexts` entry) answers with character
+    offsets into the context ("" and -1 when the model finds none). `pairs`: the
+    second text of each of `texts`, for a sentence-pair classifier."""
     from keras_bert_lite.data import tasks
 
     config, task = _task_of(run)
     options = config["task_options"]
+    kind = options.get("label_kind", "single") if task == "classify" else task
+    threshold = tasks.decision_threshold(
+        threshold, options.get("threshold", 0.5), kind, run
+    )
     pair = task == "classify" and run_dir.classifies_pairs(run, config)
     if pair and (pairs is None or len(pairs) != len(texts)):
         raise KblError(
@@ -993,8 +998,8 @@ def predict(
             texts,
             _predict_outputs(model, inputs, batch_size)["probabilities"],
             labels,
-            options.get("label_kind", "single"),
-            float(options.get("threshold", 0.5)),
+            kind,
+            threshold,
             pairs if pair else None,
         )
         cuts = tasks.classification_cuts(

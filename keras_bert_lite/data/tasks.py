@@ -870,6 +870,25 @@ def labels_at_threshold(
     return [name for name, p in ranked if p >= threshold]
 
 
+def decision_threshold(
+    given: float | None, tuned: float, kind: str, model: str
+) -> float:
+    """The threshold a multi-label prediction is made at: `given` (kbl predict
+    --threshold), checked, or else the one `tuned` on dev. `kind`: the model's
+    label kind (or task) and `model` its run or export, for the error."""
+    if given is None:
+        return float(tuned)
+    if kind != "multi_label":
+        what = {"single": "single-label classifier", "regression": "regression model"}
+        raise KblError(
+            f"{model} is a {what.get(kind, kind + ' model')}: --threshold is the "
+            "decision threshold of a multi-label classifier; drop it"
+        )
+    if not 0.0 <= given <= 1.0:  # nan too
+        raise KblError(f"--threshold {given}: give a probability from 0 to 1")
+    return float(given)
+
+
 def classification_cuts(
     tokenizer,
     texts: Sequence[str],
