@@ -1221,7 +1221,8 @@ def words_with_offsets(text: str) -> list[tuple[int, int]]:
 
 def join_words(words: Sequence[str]) -> str:
     """Words as raw text: joined by spaces, except between two CJK characters (as
-    Chinese is written), so that `words_with_offsets` gives the same words back."""
+    Chinese is written), so that `words_with_offsets` gives the same words back
+    (those of a CoNLL file; a word such as "Mary's." comes back as two)."""
     return join_words_with_offsets(words)[0]
 
 
